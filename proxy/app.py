@@ -1,0 +1,151 @@
+"""create_app(): the routes, the middleware, and the order things start and stop in.
+
+Lifecycle (aiohttp cleanup_ctx; teardown runs in reverse, and only for the
+parts whose setup finished):
+  store → upstream client, health, balancer → limiter (seeded from stored
+  usage) → usage recorder → authenticator → health probes → config watcher
+so on shutdown the watcher and probes stop first, in-flight usage is flushed
+while the database is still open, and the database closes last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from . import metrics
+from .appkeys import BALANCER, CLOCK, CONFIG, HEALTH, HTTP, LIMITER, RETRY_BUDGET, STORE
+from .auth import setup as auth_setup
+from .config.build import load_config
+from .config.holder import ConfigHolder
+from .config import watcher
+from .errors import GatewayError, InvalidRequest, NotFound, error_response
+from .limits.limiter import Limiter
+from .routes import admin_routes, openai_api
+from .routing.balancer import Balancer
+from .routing.health import HealthMonitor
+from .routing.retry import RetryBudget
+from .store import Database
+from .upstream.forward import FORWARDER, Forwarder
+from .usage import quota_totals, recorder as usage_recorder
+from .usage import routes as usage_routes
+
+log = logging.getLogger("bluesminds")
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """The one place a failure becomes an HTTP answer in OpenAI's error shape."""
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            return error_response(NotFound(f"Unknown route: {request.method} {request.path}. "
+                                           "See /v1/models for what this gateway serves."))
+        if exc.status == 405:
+            err = InvalidRequest(f"Method {request.method} is not allowed on {request.path}.",
+                                 code="method_not_allowed")
+            err.status = 405
+            return error_response(err, {"Allow": exc.headers.get("Allow", "")})
+        if exc.status == 413:
+            err = InvalidRequest("The request body is too large.", code="request_too_large")
+            err.status = 413
+            return error_response(err)
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        err = GatewayError("The gateway hit an internal error; the request was not completed. "
+                           "Retry, and report it if it persists.", code="internal_error")
+        return error_response(err)
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    db = Database(app[CONFIG].current.database.path)
+    await db.open()
+    app[STORE] = db
+    yield
+    await db.close()
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    holder = app[CONFIG]
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300,
+                                     enable_cleanup_closed=True)
+    # Cookies from upstreams must never leak between tenants.
+    session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                    auto_decompress=False, skip_auto_headers=("User-Agent",))
+    app[HTTP] = session
+    health = app[HEALTH]
+    health.reconcile(holder.current)
+    balancer = app[BALANCER]
+
+    def on_reload(old, new) -> None:
+        health.reconcile(new)
+        balancer.reset()
+        app[LIMITER].forget_plans(new.plans)
+
+    holder.subscribe(on_reload)
+    app[FORWARDER] = Forwarder(session, balancer, health, app[RETRY_BUDGET])
+    yield
+    await session.close()
+
+
+async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
+    totals = await quota_totals.load_window_totals(app[STORE], app[CLOCK]())
+    app[LIMITER].seed(totals)
+    yield
+
+
+async def _probes_ctx(app: web.Application) -> AsyncIterator[None]:
+    holder = app[CONFIG]
+    task = asyncio.create_task(app[HEALTH].run(lambda: holder.current, app[HTTP]))
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
+               watch: bool = True) -> web.Application:
+    snapshot = load_config(config_path)
+    app = web.Application(middlewares=[errors_middleware],
+                          client_max_size=snapshot.server.max_body_bytes + 1)
+    app[CLOCK] = clock
+    app[CONFIG] = ConfigHolder(config_path, snapshot, clock=clock)
+    health = HealthMonitor()
+    app[HEALTH] = health
+    app[BALANCER] = Balancer(health)
+    app[RETRY_BUDGET] = RetryBudget()
+    app[LIMITER] = Limiter(clock=clock)
+
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_limiter_ctx)
+    metrics.setup(app)
+    usage_recorder.setup(app)
+    auth_setup(app)
+    app.cleanup_ctx.append(_probes_ctx)
+    if watch:
+        watcher.setup(app)
+
+    openai_api.setup(app)
+    admin_routes.setup(app)
+    usage_routes.setup(app)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    holder = request.app[CONFIG]
+    return web.json_response({"status": "ok", "config_version": holder.version})

@@ -1,0 +1,187 @@
+"""The live configuration: frozen value objects, built once per (re)load.
+
+A handler reads `ConfigHolder.current` once and keeps that `Snapshot` to the end
+of the request, so no request ever sees half of a reload. Nothing here changes
+after construction; mutable run-time state (health, buckets, balancer cursors)
+lives elsewhere and is keyed by names from the snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+WILDCARD = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 4 * 1024 * 1024
+    log_level: str = "info"
+    access_log: bool = True
+    # Base URL the dashboard/CORS checks treat as same-origin; None = the Host header.
+    public_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    path: str = "data/bluesminds.db"
+    flush_interval: float = 0.25
+    flush_rows: int = 500
+    queue_size: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    key_env: str | None = None
+    # Resolved from the environment at load time; never logged or echoed.
+    key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    signup: str = "open"  # open | invite | closed
+    default_plan: str = "free"
+    bcrypt_rounds: int = 12
+    password_min_length: int = 10
+    session_ttl: float = 7 * 86400.0
+    secure_cookies: bool = False
+    key_cache_size: int = 100_000
+    max_rotation_overlap: float = 86400.0
+    login_attempts_per_minute: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0
+    first_byte: float = 120.0  # until response headers arrive
+    total: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    name: str
+    url: str  # without trailing slash; the OpenAI path (/v1/...) is appended
+    weight: int = 1
+    priority: int = 1
+    models: tuple[str, ...] = (WILDCARD,)
+    region: str | None = None
+    timeouts: Timeouts = Timeouts()
+    max_concurrent: int | None = None
+    api_key_env: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    enabled: bool = True
+    drain: bool = False  # no new requests; in-flight ones finish
+    source: str = ""  # file that declared it; the managed file for API-added servers
+
+    def serves(self, model: str) -> bool:
+        return WILDCARD in self.models or model in self.models
+
+    @property
+    def admits_new_requests(self) -> bool:
+        return self.enabled and not self.drain
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """USD per one million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cached_input: float | None = None
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        cached = min(cached_tokens, prompt_tokens)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return (
+            (prompt_tokens - cached) * self.input
+            + cached * cached_rate
+            + completion_tokens * self.output
+        ) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    upstream_model: str  # name sent upstream (LiteLLM model_name)
+    aliases: tuple[str, ...] = ()
+    pricing: Pricing | None = None
+    fallbacks: tuple[str, ...] = ()
+    owned_by: str = "bluesminds"
+    created: int = 1_700_000_000
+    kind: str = "chat"  # chat | completion | embedding — informational
+
+
+@dataclass(frozen=True, slots=True)
+class PlanConfig:
+    name: str
+    rpm: int | None = None
+    tpm: int | None = None
+    requests_per_day: int | None = None
+    tokens_per_day: int | None = None
+    requests_per_month: int | None = None
+    tokens_per_month: int | None = None
+    monthly_budget_usd: float | None = None
+    models: tuple[str, ...] = (WILDCARD,)
+    max_concurrent: int | None = None
+    default_max_tokens: int = 1024
+    price_usd_month: float = 0.0
+    per_user: bool = False  # rpm/tpm buckets shared by all of a user's keys
+
+    def allows_model(self, model: str) -> bool:
+        return WILDCARD in self.models or model in self.models
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRule:
+    """Requests for models matching `model` (fnmatch glob) may only use these upstreams."""
+
+    model: str
+    upstreams: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    path: str = "/health/liveliness"
+    interval: float = 10.0
+    timeout: float = 2.0
+    rise: int = 2
+    fall: int = 3
+    eject_after: int = 3  # consecutive request failures before passive ejection
+    cooldown: float = 5.0
+    max_cooldown: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    attempts: int = 3  # total tries per request, first included
+    backoff: float = 0.025
+    max_backoff: float = 1.0
+    budget_ratio: float = 0.2  # retries in flight ≤ ratio × active requests…
+    min_retries: int = 3  # …but always allow this many (Envoy's retry budget)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    server: ServerSettings
+    database: DatabaseSettings
+    admin: AdminSettings
+    auth: AuthSettings
+    health: HealthSettings
+    retry: RetrySettings
+    upstreams: tuple[UpstreamConfig, ...]
+    models: Mapping[str, ModelConfig]  # canonical name -> model
+    plans: Mapping[str, PlanConfig]
+    routing: tuple[RoutingRule, ...] = ()
+    # Derived indexes, filled by the builder.
+    model_lookup: Mapping[str, ModelConfig] = field(default_factory=dict)  # name or alias
+    upstream_by_name: Mapping[str, UpstreamConfig] = field(default_factory=dict)
+    digest: str = ""
+    files: tuple[str, ...] = ()
+    managed_file: str | None = None
+
+    def resolve_model(self, name: str) -> ModelConfig | None:
+        return self.model_lookup.get(name)

@@ -1,0 +1,63 @@
+"""Plans and limits: rpm/tpm token buckets, concurrency, calendar quotas, budgets.
+
+`setup(app)` puts one `Limiter` under `LIMITER`, seeds it with the usage
+already persisted for the current day and month, and prunes idle state in the
+background while the app runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from typing import AsyncIterator, Awaitable, Callable, Iterable
+
+from aiohttp import web
+
+from ..appkeys import CLOCK, STORE
+from .bucket import TokenBucket
+from .headers import DurationFormatter, rate_limit_headers
+from .limiter import Limiter, Reservation
+from .quotas import QuotaLimits, WindowTotals
+from .windows import Calendar, Window, day_window, month_window
+
+__all__ = [
+    "LIMITER", "Calendar", "DurationFormatter", "Limiter", "QuotaLimits", "Reservation",
+    "TokenBucket", "Window", "WindowTotals", "day_window", "month_window",
+    "rate_limit_headers", "setup",
+]
+
+LIMITER: web.AppKey[Limiter] = web.AppKey("limiter", Limiter)
+
+# Idle users and keys are dropped this often; it bounds memory, not correctness.
+PRUNE_INTERVAL = 60.0
+
+TotalsLoader = Callable[[object, float], "Iterable[WindowTotals] | Awaitable[Iterable[WindowTotals]]"]
+
+
+def setup(app: web.Application, *, load_totals: TotalsLoader | None = None) -> None:
+    """`load_totals(db, now)` (sync or async) returns the persisted usage of the
+    current windows; without it the limiter starts from zero."""
+    limiter = Limiter(clock=app.get(CLOCK, time.time))
+    app[LIMITER] = limiter
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        if load_totals is not None:
+            totals = load_totals(app[STORE], limiter.clock())
+            if inspect.isawaitable(totals):
+                totals = await totals
+            limiter.seed(totals)
+        pruner = asyncio.create_task(_prune_forever(limiter), name="limiter-prune")
+        yield
+        pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruner
+
+    app.cleanup_ctx.append(lifecycle)
+
+
+async def _prune_forever(limiter: Limiter) -> None:
+    while True:
+        await asyncio.sleep(PRUNE_INTERVAL)
+        limiter.prune()

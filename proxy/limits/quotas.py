@@ -1,0 +1,215 @@
+"""Daily and monthly quotas and the monthly budget of one user or one key.
+
+Counters include reservations still in flight, so a burst of concurrent
+requests is judged against what they may use, not only against what finished.
+Money is counted in integer nano-dollars: a reservation refunded later must
+leave the counter exactly where it was, which float sums do not guarantee.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from ..auth.principal import KeyLimits
+from ..config.snapshot import PlanConfig
+from ..errors import QuotaExceeded
+from .windows import Window
+
+NANO_PER_USD = 1_000_000_000
+
+
+def usd_to_nano(usd: float) -> int:
+    return round(usd * NANO_PER_USD)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowTotals:
+    """Usage already persisted for the current windows, loaded at startup."""
+
+    scope: str  # "user" | "key"
+    id: int
+    day: str  # "2026-11-26"
+    requests_day: int
+    tokens_day: int
+    month: str  # "2026-11"
+    requests_month: int
+    tokens_month: int
+    cost_month: float  # USD
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLimits:
+    requests_day: int | None = None
+    tokens_day: int | None = None
+    requests_month: int | None = None
+    tokens_month: int | None = None
+    budget_nano: int | None = None
+
+    @classmethod
+    def of_plan(cls, plan: PlanConfig) -> "QuotaLimits | None":
+        return cls._build(plan.requests_per_day, plan.tokens_per_day, plan.requests_per_month,
+                          plan.tokens_per_month, plan.monthly_budget_usd)
+
+    @classmethod
+    def of_key(cls, limits: KeyLimits) -> "QuotaLimits | None":
+        # The user's quotas already bound a key by the plan's numbers, so a key
+        # needs its own counter check only for the limits it sets itself.
+        return cls._build(limits.requests_per_day, limits.tokens_per_day, limits.requests_per_month,
+                          limits.tokens_per_month, limits.monthly_budget_usd)
+
+    @classmethod
+    def _build(cls, rd, td, rm, tm, budget) -> "QuotaLimits | None":
+        if rd is None and td is None and rm is None and tm is None and budget is None:
+            return None  # lets the hot path skip the checks altogether
+        return cls(rd, td, rm, tm, None if budget is None else usd_to_nano(budget))
+
+
+class QuotaUsage:
+    """Counters for the day and month windows they were last rolled to."""
+
+    __slots__ = ("day", "month", "requests_day", "tokens_day", "requests_month",
+                 "tokens_month", "cost_month")
+
+    def __init__(self, day: int, month: int) -> None:
+        self.day = day
+        self.month = month
+        self.requests_day = 0
+        self.tokens_day = 0
+        self.requests_month = 0
+        self.tokens_month = 0
+        self.cost_month = 0
+
+    def roll(self, day: int, month: int) -> None:
+        if self.day != day:
+            self.day = day
+            self.requests_day = 0
+            self.tokens_day = 0
+        if self.month != month:
+            self.month = month
+            self.requests_month = 0
+            self.tokens_month = 0
+            self.cost_month = 0
+
+    def breach(self, limits: QuotaLimits, tokens: int, cost: int) -> str | None:
+        """The first quota one more request of this size would break, or None.
+
+        A reservation larger than a whole quota is judged as the quota itself,
+        so a fresh window still admits it once instead of never.
+        """
+        limit = limits.requests_day
+        if limit is not None and self.requests_day >= limit:
+            return "requests_day"
+        limit = limits.tokens_day
+        if limit is not None and _over(self.tokens_day, tokens, limit):
+            return "tokens_day"
+        limit = limits.requests_month
+        if limit is not None and self.requests_month >= limit:
+            return "requests_month"
+        limit = limits.tokens_month
+        if limit is not None and _over(self.tokens_month, tokens, limit):
+            return "tokens_month"
+        limit = limits.budget_nano
+        if limit is not None and _over(self.cost_month, cost, limit):
+            return "budget"
+        return None
+
+    def reserve(self, tokens: int, cost: int) -> None:
+        self.requests_day += 1
+        self.tokens_day += tokens
+        self.requests_month += 1
+        self.tokens_month += tokens
+        self.cost_month += cost
+
+    def correct(self, day: int, month: int, requests: int, tokens: int, cost: int) -> None:
+        """Add deltas to the windows a reservation was counted in, if still current;
+        once a window has turned, its counters are gone and nothing is owed."""
+        if self.day == day:
+            self.requests_day += requests
+            self.tokens_day += tokens
+        if self.month == month:
+            self.requests_month += requests
+            self.tokens_month += tokens
+            self.cost_month += cost
+
+    def load(self, totals: WindowTotals, day: Window, month: Window) -> None:
+        self.roll(day.index, month.index)
+        if totals.day == day.key:
+            self.requests_day = totals.requests_day
+            self.tokens_day = totals.tokens_day
+        if totals.month == month.key:
+            self.requests_month = totals.requests_month
+            self.tokens_month = totals.tokens_month
+            self.cost_month = usd_to_nano(totals.cost_month)
+
+    def is_empty(self, day: int, month: int) -> bool:
+        """Nothing worth remembering for the current windows."""
+        day_empty = self.day != day or (self.requests_day == 0 and self.tokens_day == 0)
+        month_empty = self.month != month or (
+            self.requests_month == 0 and self.tokens_month == 0 and self.cost_month == 0)
+        return day_empty and month_empty
+
+
+def _over(used: int, wanted: int, limit: int) -> bool:
+    if used >= limit:
+        return True
+    return used + (wanted if wanted < limit else limit) > limit
+
+
+_NAMES = {
+    "requests_day": ("Daily request quota", "requests"),
+    "tokens_day": ("Daily token quota", "tokens"),
+    "requests_month": ("Monthly request quota", "requests"),
+    "tokens_month": ("Monthly token quota", "tokens"),
+    "budget": ("Monthly budget", "usd"),
+}
+
+
+def quota_exceeded(
+    which: str,
+    *,
+    scope: str,
+    limits: QuotaLimits,
+    usage: QuotaUsage,
+    tokens: int,
+    cost: int,
+    day: Window,
+    month: Window,
+    now: float,
+    duration: Callable[[float], str],
+    headers: dict[str, str],
+) -> QuotaExceeded:
+    """The 429 for a broken quota: which one, how far, and when it resets."""
+    title, unit = _NAMES[which]
+    window = day if which.endswith("_day") else month
+    if which == "requests_day":
+        limit, used, extra = limits.requests_day, usage.requests_day, ""
+    elif which == "tokens_day":
+        limit, used = limits.tokens_day, usage.tokens_day
+        extra = f", this request may use up to {tokens}"
+    elif which == "requests_month":
+        limit, used, extra = limits.requests_month, usage.requests_month, ""
+    elif which == "tokens_month":
+        limit, used = limits.tokens_month, usage.tokens_month
+        extra = f", this request may use up to {tokens}"
+    else:
+        limit, used = limits.budget_nano, usage.cost_month
+        extra = f", this request may cost up to {_usd(cost)}" if cost else ""
+    if unit == "usd":
+        amounts = f"limit {_usd(limit)}, spent {_usd(used)}{extra}"
+    else:
+        amounts = f"limit {limit}, used {used}{extra}"
+    wait = window.end - now
+    resets = datetime.fromtimestamp(window.end, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    advice = "lower max_tokens, upgrade the plan or wait" if extra and unit == "tokens" else \
+        "upgrade the plan or wait"
+    message = (f"{title} reached for {scope}: {amounts}. It resets at {resets} "
+               f"(in {duration(wait)}); {advice} until then.")
+    return QuotaExceeded(message, retry_after=wait, headers=headers)
+
+
+def _usd(nano: int) -> str:
+    text = f"{nano / NANO_PER_USD:.6f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"

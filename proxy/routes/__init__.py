@@ -1,0 +1,1 @@
+"""Thin HTTP handlers: OpenAI API, auth, keys, usage, admin."""

@@ -1,0 +1,285 @@
+"""The OpenAI-compatible /v1 routes: one pipeline, four thin handlers.
+
+Request life (DESIGN.md): bound and parse the body → authenticate the key →
+resolve the model and check scope and allow-list → admit through the limiter
+(RPM, TPM estimate, quotas, budget) → forward with failover → relay → settle the
+limiter with the real usage and queue one usage row. The config snapshot is
+read once, at the top, and used to the end of the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+import orjson
+from aiohttp import web
+
+from ..appkeys import CONFIG, HEALTH, LIMITER
+from ..auth.authenticator import AUTHENTICATOR
+from ..config.snapshot import ModelConfig, PlanConfig, Snapshot
+from ..errors import GatewayError, ModelNotFound, PermissionDenied, error_response
+from ..metrics import METRICS
+from ..upstream.forward import FORWARDER, UpstreamReply
+from ..upstream.request import ROUTE_SCOPE, ParsedRequest, parse_request, read_body
+from ..upstream.sse import SSERelay, error_event
+from ..upstream.usage_bytes import extract_usage, usage_tokens
+from ..usage.record import UsageRecord
+from ..usage.recorder import USAGE
+from ..usage.tokens import estimate_prompt_tokens, estimate_text_tokens
+
+log = logging.getLogger("bluesminds.access")
+
+_SAFE_REQUEST_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def request_id_of(request: web.Request) -> str:
+    """The client's x-request-id when it is short and plain, else a new one."""
+    given = request.headers.get("x-request-id")
+    if given and len(given) <= 128 and all(c in _SAFE_REQUEST_ID for c in given):
+        return given
+    return "req_" + uuid.uuid4().hex
+
+
+class _Call:
+    """What one /v1 request carries through the pipeline, for accounting at the end."""
+
+    __slots__ = ("app", "snapshot", "route", "request_id", "started", "parsed", "principal",
+                 "model", "plan", "reservation", "rl_headers", "upstream", "ttfb", "accounted")
+
+    def __init__(self, app: web.Application, snapshot: Snapshot, route: str, request_id: str) -> None:
+        self.app = app
+        self.snapshot = snapshot
+        self.route = route
+        self.request_id = request_id
+        self.started = time.perf_counter()
+        self.parsed: ParsedRequest | None = None
+        self.principal = None
+        self.model: ModelConfig | None = None
+        self.plan: PlanConfig | None = None
+        self.reservation = None
+        self.rl_headers: dict[str, str] = {}
+        self.upstream: str | None = None
+        self.ttfb: float | None = None
+        self.accounted = False
+
+    def account(self, status: int, *, tokens: tuple[int, int, int | None] | None = None,
+                estimated: bool = False, partial: bool = False, error_type: str | None = None) -> None:
+        """Settle the limiter and queue the usage row; runs exactly once per admitted request."""
+        if self.accounted:
+            return
+        self.accounted = True
+        app = self.app
+        latency = time.perf_counter() - self.started
+        model_name = self.model.name if self.model else (self.parsed.model if self.parsed else "")
+        prompt = completion = 0
+        cached = None
+        if tokens is not None:
+            prompt, completion, cached = tokens
+        pricing = self.model.pricing if self.model else None
+        cost = pricing.cost(prompt, completion, cached or 0) if pricing and tokens else 0.0
+        if self.reservation is not None:
+            limiter = app[LIMITER]
+            if tokens is None:
+                limiter.release(self.reservation)
+            else:
+                limiter.settle(self.reservation, tokens=prompt + completion, cost=cost)
+        app[METRICS].observe_request(self.route, status, model_name, self.upstream or "", latency)
+        if tokens is not None:
+            app[METRICS].observe_tokens(model_name, prompt, completion)
+        principal = self.principal
+        if principal is not None:
+            app[USAGE].record(UsageRecord(
+                ts=time.time(), request_id=self.request_id, user_id=principal.user_id,
+                key_id=principal.key_id, route=self.route,
+                requested_model=self.parsed.model if self.parsed else "",
+                served_model=model_name, upstream=self.upstream, status=status, error_type=error_type,
+                prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                cached_tokens=cached, estimated=estimated, partial=partial, cost_usd=cost,
+                latency_ms=latency * 1000.0,
+                ttfb_ms=None if self.ttfb is None else self.ttfb * 1000.0,
+                stream=bool(self.parsed and self.parsed.stream)))
+        log.info("request id=%s route=%s model=%s upstream=%s status=%d latency_ms=%.1f",
+                 self.request_id, self.route, model_name, self.upstream or "-", status, latency * 1000.0)
+
+
+async def _admit(request: web.Request, call: _Call) -> None:
+    """Everything before forwarding: body, key, model, limits."""
+    snapshot = call.snapshot
+    raw = await read_body(request, snapshot.server.max_body_bytes)
+    parsed = call.parsed = parse_request(call.route, raw)
+    principal = call.principal = await request.app[AUTHENTICATOR].authenticate(
+        request.headers.get("Authorization"), snapshot)
+    scope = ROUTE_SCOPE[call.route]
+    if scope not in principal.scopes:
+        raise PermissionDenied(f"This API key lacks the '{scope}' scope; create a key that has it.",
+                               code="insufficient_scope")
+    model = snapshot.resolve_model(parsed.model)
+    if model is None:
+        raise ModelNotFound(parsed.model)
+    call.model = model
+    plan = snapshot.plans.get(principal.plan)
+    if plan is None:
+        raise PermissionDenied(f"Your plan '{principal.plan}' is not offered any more; ask the operator "
+                               "to move your account to another plan.", code="plan_not_found")
+    call.plan = plan
+    if not principal.may_use_model(model.name, plan.models):
+        raise PermissionDenied(f"This API key may not use the model `{model.name}`.", param="model",
+                               code="model_not_allowed")
+    prompt_estimate = estimate_prompt_tokens(call.route, parsed.body)
+    completion_estimate = 0 if call.route == "embeddings" else (parsed.max_tokens or plan.default_max_tokens)
+    cost_estimate = model.pricing.cost(prompt_estimate, completion_estimate) if model.pricing else 0.0
+    limiter = request.app[LIMITER]
+    try:
+        call.reservation = limiter.admit(principal, plan, estimated_tokens=prompt_estimate + completion_estimate,
+                                         estimated_cost=cost_estimate)
+    except GatewayError as exc:
+        request.app[METRICS].limiter_rejected(exc.type)
+        raise
+    call.rl_headers = limiter.headers(call.reservation)
+
+
+async def _handle(request: web.Request, route: str) -> web.StreamResponse:
+    app = request.app
+    call = _Call(app, app[CONFIG].current, route, request_id_of(request))
+    try:
+        await _admit(request, call)
+        reply = await app[FORWARDER].send(call.snapshot, call.model, call.parsed, call.request_id)
+    except GatewayError as exc:
+        call.account(exc.status, error_type=exc.code or exc.type)
+        headers = {"x-request-id": call.request_id, **call.rl_headers}
+        return error_response(exc, headers)
+    except asyncio.CancelledError:
+        call.account(499, error_type="client_disconnected")
+        raise
+    call.upstream = reply.upstream.name
+    if call.parsed.stream:
+        return await _relay_stream(request, call, reply)
+    return _complete(call, reply)
+
+
+def _complete(call: _Call, reply: UpstreamReply) -> web.Response:
+    tokens = usage_tokens(extract_usage(reply.body))
+    estimated = False
+    if tokens is None:
+        estimated = True
+        tokens = (estimate_prompt_tokens(call.route, call.parsed.body), 0, None)
+    call.ttfb = time.perf_counter() - call.started
+    call.account(reply.status, tokens=tokens, estimated=estimated)
+    headers = {"x-request-id": call.request_id, "x-bluesminds-upstream": reply.upstream.name}
+    headers.update(call.rl_headers)
+    response = web.Response(status=reply.status, body=reply.body, headers=headers)
+    response.content_type = "application/json"
+    return response
+
+
+async def _relay_stream(request: web.Request, call: _Call, reply: UpstreamReply) -> web.StreamResponse:
+    health = request.app[HEALTH]
+    relay = SSERelay(strip_usage=not call.parsed.include_usage)
+    response = web.StreamResponse(status=200, headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        "x-request-id": call.request_id, "x-bluesminds-upstream": reply.upstream.name, **call.rl_headers})
+    outcome = "cut"
+    try:
+        await response.prepare(request)
+        call.ttfb = time.perf_counter() - call.started
+        chunk = reply.first_chunk
+        upstream_body = reply.response.content
+        while chunk:
+            out = relay.feed(chunk)
+            if out:
+                await response.write(out)
+            chunk = await upstream_body.readany()
+        if relay.done:
+            outcome = "done"
+        else:
+            await response.write(error_event(
+                "The upstream closed the stream before it finished; the answer is incomplete."))
+    except asyncio.CancelledError:
+        outcome = "client_left"
+        raise
+    except (ConnectionResetError, ConnectionError) as exc:
+        # Writing to a client that has gone away.
+        outcome = "client_left" if isinstance(exc, ConnectionResetError) else "cut"
+    except Exception as exc:  # the upstream connection broke or timed out mid-stream
+        log.warning("stream from %s interrupted: %s", reply.upstream.name, type(exc).__name__)
+        try:
+            await response.write(error_event(
+                "The upstream connection failed mid-stream; the answer is incomplete."))
+        except Exception:
+            outcome = "client_left"
+    finally:
+        reply.close(health, ok=outcome == "done",
+                    reason="" if outcome in ("done", "client_left") else "stream interrupted")
+        _account_stream(call, relay, outcome)
+    if outcome == "client_left":
+        return response
+    await response.write_eof()
+    return response
+
+
+def _account_stream(call: _Call, relay: SSERelay, outcome: str) -> None:
+    tokens = relay.tokens()
+    estimated = tokens is None
+    if tokens is None:
+        # A partial stream is billed for what was delivered.
+        tokens = (estimate_prompt_tokens(call.route, call.parsed.body),
+                  estimate_text_tokens_from_chars(relay.content_chars), None)
+    status = 200 if outcome == "done" else (499 if outcome == "client_left" else 502)
+    call.account(status, tokens=tokens, estimated=estimated, partial=outcome != "done",
+                 error_type=None if outcome == "done" else outcome)
+
+
+def estimate_text_tokens_from_chars(chars: int) -> int:
+    return estimate_text_tokens("x" * chars) if chars else 0
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, "chat")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, "completions")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, "embeddings")
+
+
+async def list_models(request: web.Request) -> web.Response:
+    snapshot = request.app[CONFIG].current
+    request_id = request_id_of(request)
+    principal = await request.app[AUTHENTICATOR].authenticate(request.headers.get("Authorization"), snapshot)
+    if "models" not in principal.scopes:
+        raise PermissionDenied("This API key lacks the 'models' scope; create a key that has it.",
+                               code="insufficient_scope")
+    plan = snapshot.plans.get(principal.plan)
+    allowed = plan.models if plan else ()
+    data = [{"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
+            for m in snapshot.models.values() if principal.may_use_model(m.name, allowed)]
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}),
+                        content_type="application/json", headers={"x-request-id": request_id})
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    snapshot = request.app[CONFIG].current
+    principal = await request.app[AUTHENTICATOR].authenticate(request.headers.get("Authorization"), snapshot)
+    name = request.match_info["model"]
+    model = snapshot.resolve_model(name)
+    plan = snapshot.plans.get(principal.plan)
+    if model is None or plan is None or not principal.may_use_model(model.name, plan.models):
+        raise ModelNotFound(name)
+    return web.Response(body=orjson.dumps({"id": model.name, "object": "model", "created": model.created,
+                                           "owned_by": model.owned_by}), content_type="application/json")
+
+
+def setup(app: web.Application) -> None:
+    for prefix in ("/v1", "/api/v1"):
+        app.router.add_post(prefix + "/chat/completions", chat_completions)
+        app.router.add_post(prefix + "/completions", completions)
+        app.router.add_post(prefix + "/embeddings", embeddings)
+        app.router.add_get(prefix + "/models", list_models)
+        app.router.add_get(prefix + "/models/{model}", retrieve_model)
+

@@ -1,0 +1,1 @@
+"""Which upstream serves a request: health, balancing, retry budget."""

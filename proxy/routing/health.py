@@ -1,0 +1,237 @@
+"""Is each upstream alive, and may it take another request?
+
+Two signals feed one state table:
+- active probes (`/health/liveliness` by default, no tokens spent) move an
+  upstream between healthy and down after `rise`/`fall` consecutive results,
+  HAProxy-style;
+- passive ejection: `eject_after` consecutive request failures take it out of
+  rotation for a cooldown that doubles with each repeat (capped), and the
+  first request after the cooldown is a trial.
+State is keyed by upstream name and survives a reload unless the upstream's
+URL changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import aiohttp
+
+from ..config.snapshot import HealthSettings, Snapshot, UpstreamConfig
+
+log = logging.getLogger("bluesminds.health")
+
+HEALTHY = "healthy"
+DOWN = "down"
+EJECTED = "ejected"
+
+
+@dataclass(slots=True)
+class UpstreamHealth:
+    name: str
+    url: str
+    up: bool = True  # optimistic: a fresh gateway answers at once
+    ejected_until: float = 0.0
+    ejections: int = 0
+    consecutive_failures: int = 0
+    probe_successes: int = 0
+    probe_failures: int = 0
+    in_flight: int = 0
+    requests: int = 0
+    errors: int = 0
+    latency_ewma_ms: float | None = None
+    last_check: float | None = None
+    last_check_ok: bool | None = None
+    last_error: str | None = None
+    saturated_since: float | None = field(default=None)
+
+    def state(self, now: float) -> str:
+        if not self.up:
+            return DOWN
+        if now < self.ejected_until:
+            return EJECTED
+        return HEALTHY
+
+
+class HealthMonitor:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._table: dict[str, UpstreamHealth] = {}
+        self._settings = HealthSettings()
+        self._wake = asyncio.Event()
+        self.on_change: list[Callable[[str, str], None]] = []  # (name, new state)
+
+    # -- config ------------------------------------------------------------
+
+    def reconcile(self, snapshot: Snapshot) -> None:
+        """Keep state for upstreams whose URL is unchanged; start new ones healthy."""
+        self._settings = snapshot.health
+        fresh: dict[str, UpstreamHealth] = {}
+        for upstream in snapshot.upstreams:
+            old = self._table.get(upstream.name)
+            if old is not None and old.url == upstream.url:
+                fresh[upstream.name] = old
+            else:
+                fresh[upstream.name] = UpstreamHealth(upstream.name, upstream.url)
+                if self._table:
+                    log.info("upstream joined: %s (%s)", upstream.name, upstream.url)
+        for name in self._table.keys() - fresh.keys():
+            log.info("upstream left: %s", name)
+        self._table = fresh
+
+    # -- hot path ----------------------------------------------------------
+
+    def now(self) -> float:
+        return self._clock()
+
+    def available(self, upstream: UpstreamConfig, now: float) -> bool:
+        h = self._table.get(upstream.name)
+        if h is None or not h.up or now < h.ejected_until:
+            return False
+        return upstream.max_concurrent is None or h.in_flight < upstream.max_concurrent
+
+    def alive(self, name: str, now: float) -> bool:
+        h = self._table.get(name)
+        return h is not None and h.up and now >= h.ejected_until
+
+    def started(self, name: str) -> None:
+        h = self._table.get(name)
+        if h is not None:
+            h.in_flight += 1
+            h.requests += 1
+
+    def finished(self, name: str) -> None:
+        h = self._table.get(name)
+        if h is not None:
+            h.in_flight -= 1
+
+    def success(self, name: str, latency_s: float) -> None:
+        h = self._table.get(name)
+        if h is None:
+            return
+        h.consecutive_failures = 0
+        if h.ejections and self._clock() >= h.ejected_until:
+            # A successful trial after a cooldown readmits it and forgets one ejection.
+            h.ejections -= 1
+        ms = latency_s * 1000.0
+        h.latency_ewma_ms = ms if h.latency_ewma_ms is None else h.latency_ewma_ms * 0.8 + ms * 0.2
+
+    def failure(self, name: str, reason: str) -> None:
+        h = self._table.get(name)
+        if h is None:
+            return
+        h.errors += 1
+        h.consecutive_failures += 1
+        h.last_error = reason
+        now = self._clock()
+        if h.consecutive_failures >= self._settings.eject_after and now >= h.ejected_until:
+            cooldown = min(self._settings.cooldown * (2 ** h.ejections), self._settings.max_cooldown)
+            h.ejected_until = now + cooldown
+            h.ejections += 1
+            h.consecutive_failures = 0
+            log.warning("upstream ejected: %s for %.1fs after repeated failures (%s)", name, cooldown, reason)
+            self._notify(name, EJECTED)
+
+    def saturated(self, model: str, now: float) -> None:
+        log.warning("every upstream serving %s is at its max_concurrent: add capacity", model)
+
+    # -- active probes -----------------------------------------------------
+
+    async def probe_all(self, snapshot: Snapshot, session: aiohttp.ClientSession) -> None:
+        await asyncio.gather(*(self._probe(u, snapshot.health, session)
+                               for u in snapshot.upstreams if u.enabled))
+
+    async def _probe(self, upstream: UpstreamConfig, settings: HealthSettings,
+                     session: aiohttp.ClientSession) -> None:
+        h = self._table.get(upstream.name)
+        if h is None:
+            return
+        headers = {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else None
+        started = time.monotonic()
+        ok, error = False, None
+        try:
+            async with session.get(upstream.url + settings.path, headers=headers,
+                                   timeout=aiohttp.ClientTimeout(total=settings.timeout)) as resp:
+                await resp.read()
+                ok = resp.status < 400
+                error = None if ok else f"probe answered {resp.status}"
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            error = f"probe failed: {type(exc).__name__}"
+        h.last_check = time.time()
+        h.last_check_ok = ok
+        if ok:
+            h.probe_failures = 0
+            h.probe_successes += 1
+            if not h.up and h.probe_successes >= settings.rise:
+                h.up = True
+                log.info("upstream healthy again: %s", upstream.name)
+                self._notify(upstream.name, HEALTHY)
+            if h.ejected_until > self._clock() and h.probe_successes >= settings.rise:
+                h.ejected_until = 0.0  # probes prove it is back; no need to wait out the cooldown
+                log.info("upstream readmitted by probes: %s", upstream.name)
+                self._notify(upstream.name, HEALTHY)
+            latency = (time.monotonic() - started) * 1000.0
+            h.latency_ewma_ms = latency if h.latency_ewma_ms is None else h.latency_ewma_ms * 0.8 + latency * 0.2
+        else:
+            h.probe_successes = 0
+            h.probe_failures += 1
+            h.last_error = error
+            if h.up and h.probe_failures >= settings.fall:
+                h.up = False
+                log.warning("upstream down: %s (%s)", upstream.name, error)
+                self._notify(upstream.name, DOWN)
+
+    async def run(self, get_snapshot: Callable[[], Snapshot], session: aiohttp.ClientSession) -> None:
+        """Probe every upstream each interval, or at once when `check_now` is called."""
+        while True:
+            snapshot = get_snapshot()
+            try:
+                await self.probe_all(snapshot, session)
+            except Exception:
+                log.exception("health probe round failed")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), snapshot.health.interval)
+            except asyncio.TimeoutError:
+                pass
+
+    def check_now(self) -> None:
+        self._wake.set()
+
+    def _notify(self, name: str, state: str) -> None:
+        for callback in self.on_change:
+            callback(name, state)
+
+    # -- reporting ---------------------------------------------------------
+
+    def summary(self, snapshot: Snapshot) -> list[dict]:
+        now = self._clock()
+        out = []
+        for upstream in snapshot.upstreams:
+            h = self._table.get(upstream.name)
+            if h is None:
+                continue
+            state = h.state(now)
+            if not upstream.enabled:
+                state = "disabled"
+            elif upstream.drain:
+                state = "draining"
+            out.append({
+                "name": upstream.name, "url": upstream.url, "state": state,
+                "priority": upstream.priority, "weight": upstream.weight,
+                "models": list(upstream.models), "region": upstream.region,
+                "in_flight": h.in_flight, "requests": h.requests, "errors": h.errors,
+                "ejections": h.ejections,
+                "ejected_for_s": round(max(0.0, h.ejected_until - now), 3),
+                "latency_ewma_ms": None if h.latency_ewma_ms is None else round(h.latency_ewma_ms, 3),
+                "last_check": h.last_check, "last_check_ok": h.last_check_ok,
+                "last_error": h.last_error, "max_concurrent": upstream.max_concurrent,
+            })
+        return out
+
+    def get(self, name: str) -> UpstreamHealth | None:
+        return self._table.get(name)

@@ -1,0 +1,1 @@
+"""Forwarding to upstreams: request bodies, attempts with failover, SSE relay."""

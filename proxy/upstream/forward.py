@@ -1,0 +1,215 @@
+"""Send a request to an upstream, failing over until one answers or the bounds run out.
+
+Retried, on another upstream: connect errors, timeouts before the response
+starts, 5xx and 429, and (for streams) a connection that drops before the first
+body byte. Not retried: anything once bytes reached the client, and upstream
+4xx, which are the client's own mistakes and are passed through. Retries are
+bounded by `retry.attempts` per request and by the shared retry budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from ..config.snapshot import ModelConfig, Snapshot, UpstreamConfig
+from ..errors import GatewayError, NoHealthyUpstream, UpstreamError, UpstreamTimeout
+from ..routing.balancer import Balancer
+from ..routing.health import HealthMonitor
+from ..routing.retry import RetryBudget, backoff_delay
+from .request import UPSTREAM_PATH, ParsedRequest, upstream_body
+
+log = logging.getLogger("bluesminds.upstream")
+
+FORWARDER: web.AppKey["Forwarder"] = web.AppKey("forwarder", object)
+
+_RETRYABLE_EXC = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
+
+
+@dataclass(slots=True)
+class UpstreamReply:
+    """A 2xx answer from one upstream. For streams, `response` is still open."""
+
+    upstream: UpstreamConfig
+    model: ModelConfig
+    status: int
+    content_type: str
+    body: bytes = b""  # non-stream answers
+    response: aiohttp.ClientResponse | None = None  # stream answers
+    first_chunk: bytes = b""
+    attempts: int = 1
+    started: float = 0.0
+    _finished: bool = field(default=False)
+
+    def close(self, health: HealthMonitor, *, ok: bool, reason: str = "") -> None:
+        """End a stream: return or drop its connection and settle the upstream's health."""
+        if self._finished or self.response is None:
+            return
+        self._finished = True
+        if ok:
+            self.response.release()
+        else:
+            self.response.close()  # never pool a connection in an unknown state
+        health.finished(self.upstream.name)
+        if ok:
+            health.success(self.upstream.name, time.monotonic() - self.started)
+        elif reason:
+            health.failure(self.upstream.name, reason)
+
+
+class UpstreamClientError(GatewayError):
+    """An upstream's 4xx answer, passed to the client as it came (OpenAI-shaped)."""
+
+    def __init__(self, status: int, body: bytes, upstream: str) -> None:
+        self.status = status
+        self.raw = body
+        self.upstream = upstream
+        message, type_, code, param = _error_fields(body, status)
+        super().__init__(message, type=type_, code=code, param=param)
+
+
+def _error_fields(body: bytes, status: int) -> tuple[str, str, str | None, str | None]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    err = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        code = err.get("code")
+        return (err["message"], str(err.get("type") or "invalid_request_error"),
+                None if code is None else str(code),
+                err.get("param") if isinstance(err.get("param"), str) else None)
+    text = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
+    return f"The upstream rejected the request: {text}", "invalid_request_error", None, None
+
+
+class Forwarder:
+    def __init__(self, session: aiohttp.ClientSession, balancer: Balancer, health: HealthMonitor,
+                 budget: RetryBudget) -> None:
+        self.session = session
+        self.balancer = balancer
+        self.health = health
+        self.budget = budget
+
+    def _headers(self, upstream: UpstreamConfig, request_id: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "x-request-id": request_id}
+        if upstream.api_key:
+            headers["Authorization"] = f"Bearer {upstream.api_key}"
+        return headers
+
+    async def send(self, snapshot: Snapshot, model: ModelConfig, parsed: ParsedRequest,
+                   request_id: str) -> UpstreamReply:
+        settings = snapshot.retry
+        candidates = [model] + [snapshot.model_lookup[f] for f in model.fallbacks if f in snapshot.model_lookup]
+        tried: list[str] = []
+        attempt = 0
+        last_error: GatewayError | None = None
+        retrying = False
+        try:
+            for candidate in candidates:
+                body = upstream_body(parsed, candidate.upstream_model)
+                path = UPSTREAM_PATH[parsed.route]
+                while attempt < settings.attempts:
+                    upstream = self.balancer.pick(snapshot, candidate, exclude=tried)
+                    if upstream is None:
+                        break
+                    if attempt > 0:
+                        if not retrying:
+                            if not self.budget.allows(settings):
+                                raise last_error  # type: ignore[misc]
+                            self.budget.active_retries += 1
+                            retrying = True
+                        await asyncio.sleep(backoff_delay(settings, attempt - 1))
+                    attempt += 1
+                    tried.append(upstream.name)
+                    result = await self._attempt(upstream, candidate, path, body, parsed.stream, request_id)
+                    if isinstance(result, UpstreamReply):
+                        result.attempts = attempt
+                        return result
+                    if isinstance(result, UpstreamClientError):
+                        raise result  # the client's mistake: another upstream would say the same
+                    last_error = result
+            if last_error is not None:
+                raise last_error
+            if self.balancer.all_saturated(snapshot, model):
+                self.health.saturated(model.name, self.health.now())
+                raise NoHealthyUpstream(
+                    f"Every upstream serving `{model.name}` is at its concurrency limit. Retry shortly.",
+                    code="upstreams_saturated", headers={"Retry-After": "1", "retry-after-ms": "1000"})
+            raise NoHealthyUpstream(
+                f"No healthy upstream can serve `{model.name}` right now. Retry shortly.",
+                headers={"Retry-After": "1", "retry-after-ms": "1000"})
+        finally:
+            if retrying:
+                self.budget.active_retries -= 1
+
+    async def _attempt(self, upstream: UpstreamConfig, model: ModelConfig, path: str, body: bytes,
+                       stream: bool, request_id: str) -> UpstreamReply | GatewayError:
+        t = upstream.timeouts
+        timeout = aiohttp.ClientTimeout(total=None if stream else t.total, connect=t.connect,
+                                        sock_read=t.first_byte)
+        started = time.monotonic()
+        name = upstream.name
+        self.health.started(name)
+        response = None
+        clean = False  # the body was read to the end: the connection may go back to the pool
+        handed_over = False  # an open stream now belongs to the UpstreamReply
+        try:
+            response = await self.session.post(upstream.url + path, data=body, timeout=timeout,
+                                               headers=self._headers(upstream, request_id))
+            status = response.status
+            if status >= 500 or status == 429:
+                await response.read()
+                clean = True
+                return self._failed(upstream, f"upstream answered {status}", UpstreamError(
+                    "Every upstream for this model is rate limiting the gateway. Retry shortly."
+                    if status == 429 else
+                    f"The upstream server answered {status}; no other upstream could take the request.",
+                    code="upstream_rate_limited" if status == 429 else "upstream_error"))
+            if status >= 400:
+                raw = await response.read()
+                clean = True
+                if status in (401, 403):
+                    # The gateway's own credentials for this upstream are wrong: an
+                    # operator problem, not the client's key.
+                    log.error("upstream %s rejected the gateway's credentials (%d)", name, status)
+                    return self._failed(upstream, f"upstream answered {status}", UpstreamError(
+                        "The upstream rejected the gateway's credentials; the operator must fix "
+                        "the upstream key.", code="upstream_auth_failed"))
+                return UpstreamClientError(status, raw, name)
+            content_type = response.headers.get("Content-Type", "application/json")
+            if not stream:
+                data = await response.read()
+                clean = True
+                self.health.success(name, time.monotonic() - started)
+                return UpstreamReply(upstream, model, status, content_type, body=data, started=started)
+            first = await response.content.readany()
+            if not first:
+                return self._failed(upstream, "stream closed before the first byte", UpstreamError(
+                    "The upstream closed the stream before sending anything."))
+            handed_over = True
+            return UpstreamReply(upstream, model, status, content_type, response=response,
+                                 first_chunk=first, started=started)
+        except asyncio.TimeoutError:
+            return self._failed(upstream, "timeout", UpstreamTimeout(
+                f"The upstream did not answer within {t.first_byte:g}s."))
+        except _RETRYABLE_EXC as exc:
+            return self._failed(upstream, type(exc).__name__, UpstreamError(
+                "Could not reach an upstream server for this model.", code="upstream_unreachable"))
+        finally:
+            if not handed_over:
+                if response is not None:
+                    # Cancelled (the client left) or failed mid-body: drop the connection.
+                    response.release() if clean else response.close()
+                self.health.finished(name)
+
+    def _failed(self, upstream: UpstreamConfig, reason: str, error: GatewayError) -> GatewayError:
+        self.health.failure(upstream.name, reason)
+        log.info("upstream attempt failed: %s (%s)", upstream.name, reason)
+        return error

@@ -1,0 +1,112 @@
+"""Relay an upstream SSE stream event by event, and learn its usage on the way.
+
+The gateway always asks upstream for `include_usage` so it can bill exactly.
+When the client did not ask for it, the usage-only chunk and the `"usage":null`
+fields are removed, so the client sees what OpenAI would have sent. Events are
+forwarded as soon as they are complete; nothing waits for the end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .usage_bytes import usage_tokens
+
+DONE = b"data: [DONE]"
+_NULL_USAGE = (b',"usage":null', b', "usage": null', b'"usage":null,', b'"usage": null, ')
+
+
+class SSERelay:
+    __slots__ = ("strip_usage", "buffer", "usage", "done", "events", "content_chars", "saw_error")
+
+    def __init__(self, *, strip_usage: bool) -> None:
+        self.strip_usage = strip_usage
+        self.buffer = b""
+        self.usage: dict[str, Any] | None = None
+        self.done = False
+        self.events = 0
+        self.content_chars = 0  # delivered text, for an estimate when usage never comes
+        self.saw_error = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Bytes to send to the client now (possibly empty)."""
+        data = self.buffer + chunk if self.buffer else chunk
+        if b"\r\n" in data:
+            data = data.replace(b"\r\n", b"\n")
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self.buffer = data
+            return b""
+        self.buffer = data[end + 2:]
+        out = []
+        for event in data[:end].split(b"\n\n"):
+            if event:
+                kept = self._event(event)
+                if kept is not None:
+                    out.append(kept)
+        return b"\n\n".join(out) + b"\n\n" if out else b""
+
+    def _event(self, event: bytes) -> bytes | None:
+        if not event.startswith(b"data:"):
+            return event  # comments (keep-alives) and other fields pass through
+        if event.startswith(DONE):
+            self.done = True
+            return event
+        self.events += 1
+        payload = event[5:].lstrip()
+        if b'"usage"' in payload and b'"usage":null' not in payload and b'"usage": null' not in payload:
+            try:
+                parsed = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                return event
+            usage = parsed.get("usage") if isinstance(parsed, dict) else None
+            if isinstance(usage, dict):
+                self.usage = usage
+                if self.strip_usage and not parsed.get("choices"):
+                    return None  # the usage-only chunk the client did not ask for
+            self._count(parsed)
+            return event
+        if b'"error"' in payload[:12]:
+            self.saw_error = True
+        self._count_bytes(payload)
+        if self.strip_usage:
+            for pattern in _NULL_USAGE:
+                if pattern in event:
+                    return event.replace(pattern, b"", 1)
+        return event
+
+    def _count_bytes(self, payload: bytes) -> None:
+        # Only a fallback for streams without usage: a cheap scan, no JSON parse.
+        at = payload.find(b'"content":"')
+        if at < 0:
+            at = payload.find(b'"text":"')
+            if at < 0:
+                return
+            start = at + 8
+        else:
+            start = at + 11
+        end = payload.find(b'"', start)
+        while end > 0 and payload[end - 1] == 92:  # an escaped quote
+            end = payload.find(b'"', end + 1)
+        if end > start:
+            self.content_chars += end - start
+
+    def _count(self, parsed: Any) -> None:
+        if not isinstance(parsed, dict):
+            return
+        for choice in parsed.get("choices") or ():
+            if isinstance(choice, dict):
+                text = (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
+                if isinstance(text, str):
+                    self.content_chars += len(text)
+
+    def tokens(self) -> tuple[int, int, int | None] | None:
+        return usage_tokens(self.usage)
+
+
+def error_event(message: str, *, type: str = "server_error", code: str = "upstream_stream_interrupted") -> bytes:
+    """An in-band error: the SDK raises when a data payload has an "error" key."""
+    return b"data: " + orjson.dumps(
+        {"error": {"message": message, "type": type, "param": None, "code": code}}) + b"\n\n"

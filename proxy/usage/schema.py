@@ -1,0 +1,99 @@
+"""Tables for usage accounting: raw rows, and the daily rollups read by stats and quotas.
+
+`usage` keeps one row per /v1 request, for logs and audits. It has no foreign
+key to users or keys on purpose: an accounting row must never fail to insert
+because a key was deleted a moment earlier.
+
+`usage_daily` holds one row per UTC day × user × key × model (key 0 stands for
+"no key": dashboard sessions and the admin key, since NULL cannot be part of
+the primary key). Every counter is a plain sum, so a batch adds to it with one
+upsert and any range of days aggregates with SUM. Latency is kept as a sum (for
+the mean), a max, and a cumulative histogram: `lat_le_<ms>` counts requests
+that took at most that many milliseconds, Prometheus-style, so a p95 over any
+set of rollup rows is a SUM per bucket plus an interpolation (see rollup.py),
+never a scan of raw rows.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+from ..store import register_migrations
+
+# Upper bounds (ms) of the latency buckets, about 1.5x apart from 10 ms to 3 min:
+# that is where LLM calls land, from a cached embedding to a long completion.
+# They are columns, so changing them needs a new migration.
+LATENCY_BOUNDS_MS: tuple[int, ...] = (
+    10, 25, 50, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000,
+    4000, 5000, 7500, 10000, 15000, 20000, 30000, 45000, 60000, 90000, 120000, 180000,
+)
+BUCKET_COLUMNS: tuple[str, ...] = tuple(f"lat_le_{b}" for b in LATENCY_BOUNDS_MS)
+
+# Summed counters of a rollup row, in storage order.
+SUM_COLUMNS: tuple[str, ...] = (
+    "requests", "forwarded", "errors", "prompt_tokens", "completion_tokens",
+    "total_tokens", "cost_usd", "latency_ms_sum",
+) + BUCKET_COLUMNS
+
+migrations = register_migrations(sqlite_utils.Migrations("bluesminds.usage"))
+
+
+@migrations()
+def m001_usage_tables(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE usage (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            request_id TEXT NOT NULL,
+            user_id INTEGER NOT NULL,
+            key_id INTEGER,
+            route TEXT NOT NULL,
+            requested_model TEXT NOT NULL,
+            served_model TEXT NOT NULL,
+            upstream TEXT,
+            status INTEGER NOT NULL,
+            error_type TEXT,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            total_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER,
+            estimated INTEGER NOT NULL,
+            partial INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,
+            latency_ms REAL NOT NULL,
+            ttfb_ms REAL,
+            stream INTEGER NOT NULL
+        )
+        """
+    )
+    # Logs are read newest first within a user, a key, or everyone (admin);
+    # SQLite appends the rowid to every index, so each also orders ties by id.
+    db.execute("CREATE INDEX usage_user_ts ON usage (user_id, ts)")
+    db.execute("CREATE INDEX usage_key_ts ON usage (key_id, ts)")
+    db.execute("CREATE INDEX usage_ts ON usage (ts)")
+    buckets = ",\n".join(f"            {c} INTEGER NOT NULL DEFAULT 0" for c in BUCKET_COLUMNS)
+    db.execute(
+        f"""
+        CREATE TABLE usage_daily (
+            day TEXT NOT NULL,
+            user_id INTEGER NOT NULL,
+            key_id INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            requests INTEGER NOT NULL DEFAULT 0,
+            forwarded INTEGER NOT NULL DEFAULT 0,
+            errors INTEGER NOT NULL DEFAULT 0,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            total_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL NOT NULL DEFAULT 0,
+            latency_ms_sum REAL NOT NULL DEFAULT 0,
+            latency_ms_max REAL NOT NULL DEFAULT 0,
+{buckets},
+            PRIMARY KEY (day, user_id, key_id, model)
+        ) WITHOUT ROWID
+        """
+    )
+    # The primary key serves "everyone, these days" (quotas, admin stats);
+    # this one serves "one user, these days" (a tenant's stats, key stats).
+    db.execute("CREATE INDEX usage_daily_user ON usage_daily (user_id, day)")
