@@ -2,8 +2,8 @@
 
 Lifecycle (aiohttp cleanup_ctx; teardown runs in reverse, and only for the
 parts whose setup finished):
-  store → upstream client, health, balancer → limiter (seeded from stored
-  usage) → usage recorder → authenticator → health probes → config watcher
+  store → limiter (seeded from stored usage) → upstream client, health,
+  balancer → usage recorder → authenticator → health probes → config watcher
 so on shutdown the watcher and probes stop first, in-flight usage is flushed
 while the database is still open, and the database closes last.
 """
@@ -18,22 +18,23 @@ from typing import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from . import metrics
-from .appkeys import BALANCER, CLOCK, CONFIG, HEALTH, HTTP, LIMITER, RETRY_BUDGET, STORE
+from . import limits, metrics
+from .appkeys import BALANCER, CLOCK, CONFIG, HEALTH, HTTP, RETRY_BUDGET, STORE
+from .auth import admin_guard
 from .auth import setup as auth_setup
+from .config import watcher
 from .config.build import load_config
 from .config.holder import ConfigHolder
-from .config import watcher
 from .errors import GatewayError, InvalidRequest, NotFound, error_response
-from .limits.limiter import Limiter
-from .routes import admin_routes, openai_api
+from .limits import LIMITER
+from .routes import admin_routes, admin_users, auth_routes, keys_routes, openai_api, usage_routes
 from .routing.balancer import Balancer
 from .routing.health import HealthMonitor
 from .routing.retry import RetryBudget
 from .store import Database
 from .upstream.forward import FORWARDER, Forwarder
-from .usage import quota_totals, recorder as usage_recorder
-from .usage import routes as usage_routes
+from .usage import quota_totals
+from .usage import recorder as usage_recorder
 
 log = logging.getLogger("bluesminds")
 
@@ -99,12 +100,6 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
-async def _limiter_ctx(app: web.Application) -> AsyncIterator[None]:
-    totals = await quota_totals.load_window_totals(app[STORE], app[CLOCK]())
-    app[LIMITER].seed(totals)
-    yield
-
-
 async def _probes_ctx(app: web.Application) -> AsyncIterator[None]:
     holder = app[CONFIG]
     task = asyncio.create_task(app[HEALTH].run(lambda: holder.current, app[HTTP]))
@@ -119,7 +114,7 @@ async def _probes_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
                watch: bool = True) -> web.Application:
     snapshot = load_config(config_path)
-    app = web.Application(middlewares=[errors_middleware],
+    app = web.Application(middlewares=[errors_middleware, admin_guard],
                           client_max_size=snapshot.server.max_body_bytes + 1)
     app[CLOCK] = clock
     app[CONFIG] = ConfigHolder(config_path, snapshot, clock=clock)
@@ -127,11 +122,10 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     app[HEALTH] = health
     app[BALANCER] = Balancer(health)
     app[RETRY_BUDGET] = RetryBudget()
-    app[LIMITER] = Limiter(clock=clock)
 
     app.cleanup_ctx.append(_store_ctx)
+    limits.setup(app, load_totals=quota_totals.load_window_totals)
     app.cleanup_ctx.append(_upstream_ctx)
-    app.cleanup_ctx.append(_limiter_ctx)
     metrics.setup(app)
     usage_recorder.setup(app)
     auth_setup(app)
@@ -140,6 +134,9 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
         watcher.setup(app)
 
     openai_api.setup(app)
+    auth_routes.setup(app)
+    keys_routes.setup(app)
+    admin_users.setup(app)
     admin_routes.setup(app)
     usage_routes.setup(app)
     app.router.add_get("/healthz", healthz)

@@ -6,12 +6,12 @@ import asyncio
 import logging
 import os
 import secrets
-import signal
 import sys
 
 import click
 
 from .config import ConfigError, load_config
+from .server import serve_until_signal
 
 DEFAULT_CONFIG = os.environ.get("BLUESMINDS_CONFIG", "config")
 
@@ -49,31 +49,6 @@ def check_config(path: str) -> None:
                f"{len(snapshot.plans)} plans, digest {snapshot.digest})")
 
 
-async def _serve(app, host: str, port: int, *, ready=None) -> None:
-    from aiohttp import web
-
-    # handler_cancellation: a client that disconnects cancels its handler, which
-    # closes the upstream request at once instead of letting it run on.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # noqa: SLF001
-    logging.getLogger("bluesminds").info("listening on http://%s:%s", host, bound)
-    if ready is not None:
-        await ready(bound)
-    try:
-        await stop.wait()
-    finally:
-        # Graceful: stop accepting, let in-flight requests finish, then run
-        # cleanup (usage flush) before the process exits.
-        await runner.cleanup()
-
-
 @main.command()
 @click.option("--config", "config_path", default=DEFAULT_CONFIG, show_default=True, type=click.Path())
 @click.option("--host", default=None, help="Override server.host.")
@@ -93,7 +68,8 @@ def serve(config_path: str, host: str | None, port: int | None) -> None:
 
     async def run() -> None:
         app = create_app(config_path)
-        await _serve(app, host or snapshot.server.host, snapshot.server.port if port is None else port)
+        await serve_until_signal(app, host or snapshot.server.host,
+                                 snapshot.server.port if port is None else port)
 
     asyncio.run(run())
 
@@ -153,7 +129,7 @@ python -c 'from openai import OpenAI; c = OpenAI(base_url="{base}/v1", api_key="
 Press Ctrl+C to stop.""", err=False)
 
         try:
-            await _serve(create_app(config_path), snapshot.server.host, gateway_port, ready=ready)
+            await serve_until_signal(create_app(config_path), snapshot.server.host, gateway_port, ready=ready)
         finally:
             for fake in fakes:
                 await fake.stop()

@@ -12,6 +12,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
+from aiohttp import web
 
 from ..config.snapshot import AuthSettings
 from ..errors import InvalidRequest
@@ -91,3 +92,6 @@ class Hasher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+HASHER: web.AppKey[Hasher] = web.AppKey("hasher", Hasher)

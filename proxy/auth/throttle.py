@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Callable, Iterable
 
+from aiohttp import web
+
 from ..errors import RateLimited
 
 WINDOW = 60.0
@@ -49,3 +51,6 @@ class LoginThrottle:
         while window and window[0] <= now - WINDOW:
             window.popleft()
         return window
+
+
+LOGIN_THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("login_throttle", LoginThrottle)

@@ -111,11 +111,13 @@ def insert_user(
 
 
 def user_by_id(conn: sqlite3.Connection, user_id: int) -> User | None:
-    return user_from_row(conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone())
+    row = conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone()
+    return user_from_row(row)
 
 
 def user_by_email(conn: sqlite3.Connection, email: str) -> User | None:
-    return user_from_row(conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE email = ?", (email,)).fetchone())
+    row = conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE email = ?", (email,)).fetchone()
+    return user_from_row(row)
 
 
 def find_user(conn: sqlite3.Connection, ref: str) -> User | None:

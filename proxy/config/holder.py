@@ -18,7 +18,7 @@ from typing import Callable
 
 from .build import build_snapshot
 from .snapshot import Snapshot
-from .source import ConfigError, read_source
+from .source import ConfigError, ConfigProblem, read_source
 
 log = logging.getLogger("bluesminds.config")
 
@@ -90,6 +90,13 @@ class ConfigHolder:
             return self._build()
         except ConfigError as exc:
             return exc
+        except Exception as exc:
+            # A builder bug must reject the reload like a bad file does, not
+            # kill the watcher or the admin request that asked for it.
+            log.exception("config build failed unexpectedly")
+            return ConfigError([ConfigProblem(
+                f"internal error while building the config ({type(exc).__name__}); "
+                "the previous config keeps serving")])
 
     def reload_sync(self, *, reason: str = "manual") -> ReloadResult:
         return self._apply(self._try_build(), reason)

@@ -148,10 +148,7 @@ def _read_file(file: str, source: Source) -> None:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigProblem(f"invalid YAML: {reason}", file=file,
-                            line=mark.line + 1 if mark else None) from None
+        raise _yaml_problem(exc, text, file) from None
     if node is None:
         return  # an empty file contributes nothing
     if not isinstance(node, yaml.MappingNode):
@@ -185,6 +182,23 @@ def _read_file(file: str, source: Source) -> None:
         source.data[section] = value
         source.section_files[section] = file
         _copy(locations, section, source.locations)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str, file: str) -> ConfigProblem:
+    mark = getattr(exc, "problem_mark", None)
+    reason = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    # "expected ']'" alone does not say which bracket is unclosed; the context does.
+    if context and context_mark is not None:
+        reason = f"{reason} ({context} that starts on line {context_mark.line + 1})"
+    line = None
+    if mark is not None:
+        # An error at the end of the stream points past the last line; an
+        # editor cannot jump there, so name the last line instead.
+        last_line = max(1, len(text.splitlines()))
+        line = min(mark.line + 1, last_line)
+    return ConfigProblem(f"invalid YAML: {reason}", file=file, line=line)
 
 
 def _copy(locations: dict[Path, Location], section: str, into: dict[Path, Location]) -> None:

@@ -1,8 +1,14 @@
 """Plans and limits: rpm/tpm token buckets, concurrency, calendar quotas, budgets.
 
-`setup(app)` puts one `Limiter` under `LIMITER`, seeds it with the usage
-already persisted for the current day and month, and prunes idle state in the
-background while the app runs.
+    bucket.py    TokenBucket: continuous refill, injected clock
+    windows.py   UTC day/month windows and the cached Calendar
+    quotas.py    day/month counters, the monthly budget, WindowTotals
+    headers.py   x-ratelimit-* headers with Go-style reset durations
+    limiter.py   Limiter: admit / settle / release, synchronous and exact
+
+`setup(app)` puts one `Limiter` under `appkeys.LIMITER`, seeds it with the
+usage already persisted for the current day and month, and drops idle state
+in the background while the app runs.
 """
 
 from __future__ import annotations
@@ -11,11 +17,11 @@ import asyncio
 import contextlib
 import inspect
 import time
-from typing import AsyncIterator, Awaitable, Callable, Iterable
+from typing import AsyncIterator, Awaitable, Callable, Iterable, Union
 
 from aiohttp import web
 
-from ..appkeys import CLOCK, STORE
+from ..appkeys import CLOCK, LIMITER, STORE
 from .bucket import TokenBucket
 from .headers import DurationFormatter, rate_limit_headers
 from .limiter import Limiter, Reservation
@@ -28,17 +34,18 @@ __all__ = [
     "rate_limit_headers", "setup",
 ]
 
-LIMITER: web.AppKey[Limiter] = web.AppKey("limiter", Limiter)
-
 # Idle users and keys are dropped this often; it bounds memory, not correctness.
 PRUNE_INTERVAL = 60.0
 
-TotalsLoader = Callable[[object, float], "Iterable[WindowTotals] | Awaitable[Iterable[WindowTotals]]"]
+TotalsLoader = Callable[
+    [object, float], Union[Iterable[WindowTotals], Awaitable[Iterable[WindowTotals]]]]
 
 
 def setup(app: web.Application, *, load_totals: TotalsLoader | None = None) -> None:
-    """`load_totals(db, now)` (sync or async) returns the persisted usage of the
-    current windows; without it the limiter starts from zero."""
+    """`load_totals(db, now)` (sync or async) returns the persisted usage of
+    the current windows, e.g. `proxy.usage.quota_totals.load_window_totals`;
+    without it the limiter starts from zero. Needs `app[STORE]` opened by an
+    earlier cleanup context when a loader is given."""
     limiter = Limiter(clock=app.get(CLOCK, time.time))
     app[LIMITER] = limiter
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-# Float refill (e.g. 100/60 per second) can land a hair under a whole token;
+# Float refill (100/60 per second, or elapsed time taken from a unix timestamp
+# near 1.8e9 whose last bit is ~2e-7 s) can land a hair under a whole token;
 # without this slack a request that is due by the arithmetic would be refused.
-EPSILON = 1e-9
+EPSILON = 1e-6
 
 
 class TokenBucket:

@@ -2,30 +2,43 @@
 
 `admit`, `settle` and `release` never await. Under asyncio nothing else runs
 between a check and the take that follows it, so 500 concurrent admits
-against a quota of 100 admit exactly 100, with no lock.
+against a quota of 100 admit exactly 100, with no lock. (The flip side: one
+Limiter belongs to one event loop; it is not for sharing between threads.)
 
 Who is limited where:
 
     rpm / tpm buckets   the key; the user instead when the plan is `per_user`
                         (plus the key's own bucket if its KeyLimits are
-                        tighter), and the user for a principal without a key
-    max_concurrent      the key (the user for a principal without a key)
+                        stricter than the plan)
+    max_concurrent      the key
     day/month quotas,   the user, by the plan's numbers, and the key, by its
     monthly budget      own KeyLimits; both count in-flight reservations
 
-A key's limits only tighten the plan's: each effective limit is the smaller
-of the two that are set.
+A principal without a key id (a dashboard session, the admin key) is keyed
+by its user: it gets a key-like state of its own under the user's id, so its
+limits are the plan's, and it shares the user's quotas. A key's limits only
+tighten the plan's: each effective limit is the smaller of the two that are
+set.
 
 Reserve, then settle: admission takes one request and the estimated tokens
 and cost; `settle` swaps the estimate for the real usage, `release` gives
 everything back except the rpm token (the request did happen). A tokens
 estimate larger than a whole tpm bucket is clamped to the bucket's capacity,
 otherwise the request could never be admitted; the real usage is charged in
-full at settle, and the debt delays the next requests.
+full at settle, and the debt delays the next requests. A reservation belongs
+to the day and month it was admitted in: if that window has turned by the
+time it settles, the new window's counters are left alone.
+
+The x-ratelimit-* numbers describe, of all the request limits and of all the
+token limits that apply, the one with the least left: usually the rpm/tpm
+bucket, but a nearly spent daily quota takes over, so that "remaining" never
+promises more than the gateway will admit. A dimension with no limit at all
+gets no headers.
 
 State lives in plain slotted objects per user and per key; the effective
-limits are recomputed only when the plan or KeyLimits object changes
-(a reload, a key edit), and calendar windows only when the day turns.
+limits are recomputed only when the plan or KeyLimits object changes (a
+reload, a key edit), and calendar windows only when the day turns. `prune`
+drops users and keys that have nothing left to remember.
 """
 
 from __future__ import annotations
@@ -37,7 +50,8 @@ from ..auth.principal import KeyLimits, Principal
 from ..config.snapshot import PlanConfig
 from ..errors import QuotaExceeded, RateLimited
 from .bucket import EPSILON, TokenBucket
-from .headers import DurationFormatter, rate_limit_headers
+from .headers import (LIMIT_REQUESTS, LIMIT_TOKENS, REMAINING_REQUESTS, REMAINING_TOKENS,
+                      RESET_REQUESTS, RESET_TOKENS, DurationFormatter, rate_limit_headers)
 from .quotas import NANO_PER_USD, QuotaLimits, QuotaUsage, WindowTotals, quota_exceeded
 from .windows import Calendar
 
@@ -53,7 +67,7 @@ class _Subject:
     """Run-time state of one key or one user."""
 
     __slots__ = ("scope", "plan", "limits", "rpm", "tpm", "max_concurrent", "quota", "usage",
-                 "inflight", "holds")
+                 "inflight")
 
     def __init__(self, scope: str, day: int, month: int) -> None:
         self.scope = scope  # how messages name it
@@ -64,23 +78,24 @@ class _Subject:
         self.max_concurrent: int | None = None
         self.quota: QuotaLimits | None = None
         self.usage = QuotaUsage(day, month)
-        self.inflight = 0  # requests holding a concurrency slot here
-        self.holds = 0  # open reservations pointing here; never drop while > 0
+        # Open reservations here: the concurrency count for a key, and for
+        # both a guard that keeps `prune` from dropping state still referenced.
+        self.inflight = 0
 
-    def idle(self, now: float, day: int, month: int) -> bool:
+    def idle(self, now: float, month: int) -> bool:
         return (
-            self.holds == 0
-            and self.inflight == 0
+            self.inflight == 0
             and (self.rpm is None or self.rpm.is_full(now))
             and (self.tpm is None or self.tpm.is_full(now))
-            and self.usage.is_empty(day, month)
+            and self.usage.is_empty(month)
         )
 
 
 class Reservation:
-    """What one admitted request holds until it is settled or released."""
+    """What one admitted request holds until it is settled or released, and
+    the rate-limit numbers as of its admission."""
 
-    __slots__ = ("user", "key", "slot", "tpm_a", "reserved_a", "tpm_b", "reserved_b",
+    __slots__ = ("user", "key", "tpm_a", "reserved_a", "tpm_b", "reserved_b",
                  "tokens", "cost_nano", "day", "month", "open",
                  "limit_requests", "remaining_requests", "reset_requests",
                  "limit_tokens", "remaining_tokens", "reset_tokens")
@@ -103,6 +118,8 @@ class Limiter:
         self._clock = clock
         self._calendar = Calendar(clock())
         self._users: dict[int, _Subject] = {}
+        # Real keys by id; a principal without a key is a pseudo-key under
+        # ~user_id (negative, so it never meets a real key id).
         self._keys: dict[int, _Subject] = {}
         self._duration = DurationFormatter()
 
@@ -121,9 +138,10 @@ class Limiter:
         tokens = estimated_tokens if estimated_tokens > 0 else 0
         cost = round(estimated_cost * NANO_PER_USD) if estimated_cost > 0 else 0
 
-        user = self._users.get(principal.user_id)
+        user_id = principal.user_id
+        user = self._users.get(user_id)
         if user is None:
-            user = self._users[principal.user_id] = _Subject(_ACCOUNT, day, month)
+            user = self._users[user_id] = _Subject(_ACCOUNT, day, month)
         if user.plan is not plan:
             _configure_user(user, plan, now, self._clock)
         usage = user.usage
@@ -132,26 +150,22 @@ class Limiter:
 
         key_id = principal.key_id
         if key_id is None:
-            key = None
-            slot = user
+            key_id = ~user_id
+        key = self._keys.get(key_id)
+        if key is None:
+            scope = _KEY if key_id >= 0 else _ACCOUNT
+            key = self._keys[key_id] = _Subject(scope, day, month)
+        if key.plan is not plan or key.limits is not principal.limits:
+            _configure_key(key, plan, principal.limits, now, self._clock)
+        kusage = key.usage
+        if kusage.day != day or kusage.month != month:
+            kusage.roll(day, month)
+        if plan.per_user:
             a = user
-            b = None
+            b = key
         else:
-            key = self._keys.get(key_id)
-            if key is None:
-                key = self._keys[key_id] = _Subject(_KEY, day, month)
-            if key.plan is not plan or key.limits is not principal.limits:
-                _configure_key(key, plan, principal.limits, now, self._clock)
-            kusage = key.usage
-            if kusage.day != day or kusage.month != month:
-                kusage.roll(day, month)
-            slot = key
-            if plan.per_user:
-                a = user
-                b = key
-            else:
-                a = key
-                b = None
+            a = key
+            b = None
 
         # Calendar quotas first: when both kinds are hit, "not before midnight"
         # is the answer that saves the client pointless retries.
@@ -159,26 +173,27 @@ class Limiter:
             which = usage.breach(user.quota, tokens, cost)
             if which is not None:
                 raise self._quota_error(which, user, tokens, cost, now, user, key, a, b)
-        if key is not None and key.quota is not None:
-            which = key.usage.breach(key.quota, tokens, cost)
+        if key.quota is not None:
+            which = kusage.breach(key.quota, tokens, cost)
             if which is not None:
                 raise self._quota_error(which, key, tokens, cost, now, user, key, a, b)
 
-        cap = slot.max_concurrent
-        if cap is not None and slot.inflight >= cap:
-            raise self._concurrency_error(slot, now, user, key, a, b)
+        cap = key.max_concurrent
+        if cap is not None and key.inflight >= cap:
+            raise self._concurrency_error(now, user, key, a, b)
 
         rpm_a = a.rpm
         if rpm_a is not None and rpm_a.refill(now) + EPSILON < 1:
             raise self._bucket_error(rpm_a, a, 1, "requests", now, user, key, a, b)
         tpm_a = a.tpm
+        need_a = 0
         if tpm_a is not None:
-            clamp = tpm_a.capacity or 1
+            clamp = tpm_a.capacity or 1  # a zero bucket must still refuse a real request
             need_a = tokens if tokens < clamp else clamp
             if tpm_a.refill(now) + EPSILON < need_a:
                 raise self._bucket_error(tpm_a, a, need_a, "tokens", now, user, key, a, b)
-        else:
-            need_a = 0
+        rpm_b = tpm_b = None
+        need_b = 0
         if b is not None:
             rpm_b = b.rpm
             if rpm_b is not None and rpm_b.refill(now) + EPSILON < 1:
@@ -189,32 +204,21 @@ class Limiter:
                 need_b = tokens if tokens < clamp else clamp
                 if tpm_b.refill(now) + EPSILON < need_b:
                     raise self._bucket_error(tpm_b, b, need_b, "tokens", now, user, key, a, b)
-            else:
-                need_b = 0
-        else:
-            rpm_b = tpm_b = None
-            need_b = 0
 
-        # Every check passed: take everything at once.
-        if rpm_a is not None:
-            rpm_a.level -= 1
-        if tpm_a is not None:
-            tpm_a.level -= need_a
-        if rpm_b is not None:
-            rpm_b.level -= 1
-        if tpm_b is not None:
-            tpm_b.level -= need_b
-        slot.inflight += 1
-        user.holds += 1
-        usage.reserve(tokens, cost)
-        if key is not None:
-            key.holds += 1
-            key.usage.reserve(tokens, cost)
+        # Every check passed: take everything at once. Counters are bumped in
+        # place rather than through QuotaUsage methods: this is the hot path.
+        user.inflight += 1
+        usage.requests_day += 1
+        usage.tokens_day += tokens
+        usage.cost_month += cost
+        key.inflight += 1
+        kusage.requests_day += 1
+        kusage.tokens_day += tokens
+        kusage.cost_month += cost
 
         r = Reservation()
         r.user = user
         r.key = key
-        r.slot = slot
         r.tpm_a = tpm_a
         r.reserved_a = need_a
         r.tpm_b = tpm_b
@@ -224,8 +228,33 @@ class Limiter:
         r.day = day
         r.month = month
         r.open = True
-        (r.limit_requests, r.remaining_requests, r.reset_requests,
-         r.limit_tokens, r.remaining_tokens, r.reset_tokens) = self._numbers(now, user, key, a, b)
+
+        # Header numbers, inline for the usual one-bucket case.
+        if rpm_a is not None:
+            level = rpm_a.level = rpm_a.level - 1
+            r.limit_requests = rpm_a.capacity
+            r.remaining_requests = int(level + EPSILON) if level > 0 else 0
+            r.reset_requests = (rpm_a.capacity - level) / rpm_a.rate
+        else:
+            r.limit_requests = None
+            r.remaining_requests = 0
+            r.reset_requests = 0.0
+        if tpm_a is not None:
+            level = tpm_a.level = tpm_a.level - need_a
+            r.limit_tokens = tpm_a.capacity
+            r.remaining_tokens = int(level + EPSILON) if level > 0 else 0
+            missing = tpm_a.capacity - level
+            r.reset_tokens = missing / tpm_a.rate if missing > 0 < tpm_a.rate else 0.0
+        else:
+            r.limit_tokens = None
+            r.remaining_tokens = 0
+            r.reset_tokens = 0.0
+        if rpm_b is not None:
+            rpm_b.level -= 1
+        if tpm_b is not None:
+            tpm_b.level -= need_b
+        if b is not None or user.quota is not None or key.quota is not None:
+            self._tighten_numbers(r, now, user, key, b)
         return r
 
     def settle(self, reservation: Reservation, *, tokens: int, cost: float) -> None:
@@ -235,18 +264,36 @@ class Limiter:
         r.open = False
         now = self._clock()
         tokens = tokens if tokens > 0 else 0
-        cost_nano = round(cost * NANO_PER_USD) if cost > 0 else 0
-        if r.tpm_a is not None:
-            r.tpm_a.adjust(r.reserved_a - tokens, now)
+        bucket = r.tpm_a
+        if bucket is not None:
+            # TokenBucket.adjust, inlined: this runs once per request.
+            level = bucket.level
+            if now > bucket.stamp:
+                level += (now - bucket.stamp) * bucket.rate
+                bucket.stamp = now
+            level += r.reserved_a - tokens
+            bucket.level = level if level < bucket.capacity else bucket.capacity
         if r.tpm_b is not None:
             r.tpm_b.adjust(r.reserved_b - tokens, now)
+        user = r.user
+        key = r.key
+        user.inflight -= 1
+        key.inflight -= 1
         d_tokens = tokens - r.tokens
-        d_cost = cost_nano - r.cost_nano
+        d_cost = (round(cost * NANO_PER_USD) if cost > 0 else 0) - r.cost_nano
         if d_tokens or d_cost:
-            r.user.usage.correct(r.day, r.month, 0, d_tokens, d_cost)
-            if r.key is not None:
-                r.key.usage.correct(r.day, r.month, 0, d_tokens, d_cost)
-        _unhold(r)
+            usage = user.usage
+            if usage.day == r.day:
+                usage.tokens_day += d_tokens
+                usage.cost_month += d_cost
+            else:
+                usage.correct(r.day, r.month, 0, d_tokens, d_cost)
+            usage = key.usage
+            if usage.day == r.day:
+                usage.tokens_day += d_tokens
+                usage.cost_month += d_cost
+            else:
+                usage.correct(r.day, r.month, 0, d_tokens, d_cost)
 
     def release(self, reservation: Reservation) -> None:
         r = reservation
@@ -259,13 +306,23 @@ class Limiter:
         if r.tpm_b is not None and r.reserved_b:
             r.tpm_b.adjust(r.reserved_b, now)
         r.user.usage.correct(r.day, r.month, -1, -r.tokens, -r.cost_nano)
-        if r.key is not None:
-            r.key.usage.correct(r.day, r.month, -1, -r.tokens, -r.cost_nano)
-        _unhold(r)
+        r.key.usage.correct(r.day, r.month, -1, -r.tokens, -r.cost_nano)
+        r.user.inflight -= 1
+        r.key.inflight -= 1
 
     def headers(self, reservation: Reservation) -> dict[str, str]:
         r = reservation
-        return rate_limit_headers(self._duration, r.limit_requests, r.remaining_requests,
+        duration = self._duration
+        if r.limit_requests is not None and r.limit_tokens is not None:
+            return {
+                LIMIT_REQUESTS: str(r.limit_requests),
+                REMAINING_REQUESTS: str(r.remaining_requests),
+                RESET_REQUESTS: duration(r.reset_requests),
+                LIMIT_TOKENS: str(r.limit_tokens),
+                REMAINING_TOKENS: str(r.remaining_tokens),
+                RESET_TOKENS: duration(r.reset_tokens),
+            }
+        return rate_limit_headers(duration, r.limit_requests, r.remaining_requests,
                                   r.reset_requests, r.limit_tokens, r.remaining_tokens,
                                   r.reset_tokens)
 
@@ -307,10 +364,10 @@ class Limiter:
         full buckets, no usage in the current windows. Returns how many."""
         now = self._clock()
         cal = self._calendar.at(now)
-        day, month = cal.day_index, cal.month_index
+        month = cal.month_index
         dropped = 0
         for table in (self._users, self._keys):
-            idle = [ident for ident, s in table.items() if s.idle(now, day, month)]
+            idle = [ident for ident, s in table.items() if s.idle(now, month)]
             for ident in idle:
                 del table[ident]
             dropped += len(idle)
@@ -321,49 +378,77 @@ class Limiter:
 
     # -- headers and errors -----------------------------------------------------
 
-    def _numbers(self, now: float, user: _Subject, key: _Subject | None, a: _Subject,
+    def _numbers(self, now: float, user: _Subject, key: _Subject, a: _Subject,
                  b: _Subject | None) -> tuple:
-        """The request and token limits closest to refusing this caller: of every
-        limit that applies, the one with the least left. Ties go to the
-        per-minute bucket, which is what OpenAI's headers describe."""
+        """Header numbers as of now (for a refusal): buckets are refilled first."""
         lr = lt = None
         rr = rt = 0
         sr = st = 0.0
-        for owner in (a, b):
-            if owner is None:
-                continue
-            bucket = owner.rpm
+        if a.rpm is not None:
+            a.rpm.refill(now)
+            lr, rr, sr = _bucket_numbers(a.rpm)
+        if a.tpm is not None:
+            a.tpm.refill(now)
+            lt, rt, st = _bucket_numbers(a.tpm)
+        if b is not None:
+            for bucket in (b.rpm, b.tpm):
+                if bucket is not None:
+                    bucket.refill(now)
+        return self._tighter(now, user, key, b, lr, rr, sr, lt, rt, st)
+
+    def _tighten_numbers(self, r: Reservation, now: float, user: _Subject, key: _Subject,
+                         b: _Subject | None) -> None:
+        (r.limit_requests, r.remaining_requests, r.reset_requests, r.limit_tokens,
+         r.remaining_tokens, r.reset_tokens) = self._tighter(
+            now, user, key, b, r.limit_requests, r.remaining_requests, r.reset_requests,
+            r.limit_tokens, r.remaining_tokens, r.reset_tokens)
+
+    def _tighter(self, now, user, key, b, lr, rr, sr, lt, rt, st) -> tuple:
+        """Of every request limit and every token limit that applies, keep the
+        one with the least left: the headers then tell the client what will
+        refuse it first. Ties keep the per-minute bucket, which is what
+        OpenAI's headers describe."""
+        if b is not None:
+            bucket = b.rpm
             if bucket is not None:
-                level = bucket.refill(now)
-                left = int(level + EPSILON) if level > 0 else 0
+                limit, left, reset = _bucket_numbers(bucket)
                 if lr is None or left < rr:
-                    lr, rr, sr = int(bucket.capacity), left, bucket.time_to_full(now)
-            bucket = owner.tpm
+                    lr, rr, sr = limit, left, reset
+            bucket = b.tpm
             if bucket is not None:
-                level = bucket.refill(now)
-                left = int(level + EPSILON) if level > 0 else 0
+                limit, left, reset = _bucket_numbers(bucket)
                 if lt is None or left < rt:
-                    lt, rt, st = int(bucket.capacity), left, bucket.time_to_full(now)
+                    lt, rt, st = limit, left, reset
+        if user.quota is not None:
+            lr, rr, sr, lt, rt, st = self._quota_numbers(now, user, lr, rr, sr, lt, rt, st)
+        if key.quota is not None:
+            lr, rr, sr, lt, rt, st = self._quota_numbers(now, key, lr, rr, sr, lt, rt, st)
+        return lr, rr, sr, lt, rt, st
+
+    def _quota_numbers(self, now, owner, lr, rr, sr, lt, rt, st) -> tuple:
+        q = owner.quota
+        u = owner.usage
         cal = self._calendar
-        for owner in (user, key):
-            if owner is None or owner.quota is None:
-                continue
-            q = owner.quota
-            u = owner.usage
-            for limit, used, end, is_tokens in (
-                (q.requests_day, u.requests_day, cal.day.end, False),
-                (q.requests_month, u.requests_month, cal.month.end, False),
-                (q.tokens_day, u.tokens_day, cal.day.end, True),
-                (q.tokens_month, u.tokens_month, cal.month.end, True),
-            ):
-                if limit is None:
-                    continue
-                left = limit - used if used < limit else 0
-                if is_tokens:
-                    if lt is None or left < rt:
-                        lt, rt, st = limit, left, end - now
-                elif lr is None or left < rr:
-                    lr, rr, sr = limit, left, end - now
+        limit = q.requests_day
+        if limit is not None:
+            left = limit - u.requests_day if u.requests_day < limit else 0
+            if lr is None or left < rr:
+                lr, rr, sr = limit, left, cal.day.end - now
+        limit = q.requests_month
+        if limit is not None:
+            left = limit - u.requests_month if u.requests_month < limit else 0
+            if lr is None or left < rr:
+                lr, rr, sr = limit, left, cal.month.end - now
+        limit = q.tokens_day
+        if limit is not None:
+            left = limit - u.tokens_day if u.tokens_day < limit else 0
+            if lt is None or left < rt:
+                lt, rt, st = limit, left, cal.day.end - now
+        limit = q.tokens_month
+        if limit is not None:
+            left = limit - u.tokens_month if u.tokens_month < limit else 0
+            if lt is None or left < rt:
+                lt, rt, st = limit, left, cal.month.end - now
         return lr, rr, sr, lt, rt, st
 
     def _headers_now(self, now, user, key, a, b) -> dict[str, str]:
@@ -377,10 +462,10 @@ class Limiter:
             headers=self._headers_now(now, user, key, a, b),
         )
 
-    def _concurrency_error(self, slot, now, user, key, a, b) -> RateLimited:
+    def _concurrency_error(self, now, user, key, a, b) -> RateLimited:
         wait = CONCURRENCY_RETRY_AFTER
         return RateLimited(
-            f"Too many requests in flight on {slot.scope}: limit {slot.max_concurrent} at a "
+            f"Too many requests in flight on {key.scope}: limit {key.max_concurrent} at a "
             f"time. Please try again in {self._duration(wait)}.",
             retry_after=wait, type="requests", headers=self._headers_now(now, user, key, a, b),
         )
@@ -405,19 +490,30 @@ class Limiter:
         )
 
 
-def _unhold(r: Reservation) -> None:
-    r.slot.inflight -= 1
-    r.user.holds -= 1
-    if r.key is not None:
-        r.key.holds -= 1
+def _bucket_numbers(bucket: TokenBucket) -> tuple[int, int, float]:
+    level = bucket.level
+    missing = bucket.capacity - level
+    return (
+        int(bucket.capacity),
+        int(level + EPSILON) if level > 0 else 0,
+        missing / bucket.rate if missing > 0 < bucket.rate else 0.0,
+    )
 
 
-def _tighter(plan_value, key_value):
+def _min_set(plan_value, key_value):
+    """The tighter of two optional limits (None = not set)."""
     if plan_value is None:
         return key_value
     if key_value is None or plan_value <= key_value:
         return plan_value
     return key_value
+
+
+def _stricter_than(key_value, plan_value):
+    """The key's own limit where it is stricter than the plan's, else None."""
+    if key_value is not None and (plan_value is None or key_value < plan_value):
+        return key_value
+    return None
 
 
 def _bucket(current: TokenBucket | None, capacity: int | None, now: float,
@@ -433,9 +529,10 @@ def _bucket(current: TokenBucket | None, capacity: int | None, now: float,
 
 def _configure_user(user: _Subject, plan: PlanConfig, now: float, clock) -> None:
     user.plan = plan
-    user.rpm = _bucket(user.rpm, plan.rpm, now, clock)
-    user.tpm = _bucket(user.tpm, plan.tpm, now, clock)
-    user.max_concurrent = plan.max_concurrent
+    # Only a per-user plan rate-limits the user as a whole; otherwise each key
+    # (or a keyless principal's key-like state) has its own buckets.
+    user.rpm = _bucket(user.rpm, plan.rpm if plan.per_user else None, now, clock)
+    user.tpm = _bucket(user.tpm, plan.tpm if plan.per_user else None, now, clock)
     user.quota = QuotaLimits.of_plan(plan)
 
 
@@ -445,12 +542,12 @@ def _configure_key(key: _Subject, plan: PlanConfig, limits: KeyLimits, now: floa
     if plan.per_user:
         # The user's bucket already enforces the plan; the key keeps a bucket
         # only for a limit of its own that is stricter still.
-        rpm = limits.rpm if limits.rpm is not None and (plan.rpm is None or limits.rpm < plan.rpm) else None
-        tpm = limits.tpm if limits.tpm is not None and (plan.tpm is None or limits.tpm < plan.tpm) else None
+        rpm = _stricter_than(limits.rpm, plan.rpm)
+        tpm = _stricter_than(limits.tpm, plan.tpm)
     else:
-        rpm = _tighter(plan.rpm, limits.rpm)
-        tpm = _tighter(plan.tpm, limits.tpm)
+        rpm = _min_set(plan.rpm, limits.rpm)
+        tpm = _min_set(plan.tpm, limits.tpm)
     key.rpm = _bucket(key.rpm, rpm, now, clock)
     key.tpm = _bucket(key.tpm, tpm, now, clock)
-    key.max_concurrent = _tighter(plan.max_concurrent, limits.max_concurrent)
+    key.max_concurrent = _min_set(plan.max_concurrent, limits.max_concurrent)
     key.quota = QuotaLimits.of_key(limits)

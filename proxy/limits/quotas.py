@@ -67,30 +67,41 @@ class QuotaLimits:
 
 
 class QuotaUsage:
-    """Counters for the day and month windows they were last rolled to."""
+    """Counters for the day and month windows they were last rolled to.
 
-    __slots__ = ("day", "month", "requests_day", "tokens_day", "requests_month",
-                 "tokens_month", "cost_month")
+    The month's requests and tokens are kept as "earlier days of this month"
+    plus today's, so each request bumps three counters instead of five.
+    """
+
+    __slots__ = ("day", "month", "requests_day", "tokens_day", "requests_before",
+                 "tokens_before", "cost_month")
 
     def __init__(self, day: int, month: int) -> None:
         self.day = day
         self.month = month
         self.requests_day = 0
         self.tokens_day = 0
-        self.requests_month = 0
-        self.tokens_month = 0
+        self.requests_before = 0
+        self.tokens_before = 0
         self.cost_month = 0
 
+    @property
+    def requests_month(self) -> int:
+        return self.requests_before + self.requests_day
+
+    @property
+    def tokens_month(self) -> int:
+        return self.tokens_before + self.tokens_day
+
     def roll(self, day: int, month: int) -> None:
-        if self.day != day:
-            self.day = day
-            self.requests_day = 0
-            self.tokens_day = 0
         if self.month != month:
-            self.month = month
-            self.requests_month = 0
-            self.tokens_month = 0
-            self.cost_month = 0
+            self.requests_before = self.tokens_before = self.cost_month = 0
+        else:
+            self.requests_before += self.requests_day
+            self.tokens_before += self.tokens_day
+        self.day = day
+        self.month = month
+        self.requests_day = self.tokens_day = 0
 
     def breach(self, limits: QuotaLimits, tokens: int, cost: int) -> str | None:
         """The first quota one more request of this size would break, or None.
@@ -105,10 +116,10 @@ class QuotaUsage:
         if limit is not None and _over(self.tokens_day, tokens, limit):
             return "tokens_day"
         limit = limits.requests_month
-        if limit is not None and self.requests_month >= limit:
+        if limit is not None and self.requests_before + self.requests_day >= limit:
             return "requests_month"
         limit = limits.tokens_month
-        if limit is not None and _over(self.tokens_month, tokens, limit):
+        if limit is not None and _over(self.tokens_before + self.tokens_day, tokens, limit):
             return "tokens_month"
         limit = limits.budget_nano
         if limit is not None and _over(self.cost_month, cost, limit):
@@ -118,37 +129,41 @@ class QuotaUsage:
     def reserve(self, tokens: int, cost: int) -> None:
         self.requests_day += 1
         self.tokens_day += tokens
-        self.requests_month += 1
-        self.tokens_month += tokens
         self.cost_month += cost
 
     def correct(self, day: int, month: int, requests: int, tokens: int, cost: int) -> None:
-        """Add deltas to the windows a reservation was counted in, if still current;
-        once a window has turned, its counters are gone and nothing is owed."""
+        """Add deltas to the windows a reservation was counted in. Once its
+        month has turned, its counters are gone and nothing is owed; once only
+        its day has, the correction lands on the month's earlier days."""
+        if self.month != month:
+            return
         if self.day == day:
             self.requests_day += requests
             self.tokens_day += tokens
-        if self.month == month:
-            self.requests_month += requests
-            self.tokens_month += tokens
-            self.cost_month += cost
+        else:
+            self.requests_before += requests
+            self.tokens_before += tokens
+        self.cost_month += cost
 
     def load(self, totals: WindowTotals, day: Window, month: Window) -> None:
-        self.roll(day.index, month.index)
-        if totals.day == day.key:
-            self.requests_day = totals.requests_day
-            self.tokens_day = totals.tokens_day
-        if totals.month == month.key:
-            self.requests_month = totals.requests_month
-            self.tokens_month = totals.tokens_month
-            self.cost_month = usd_to_nano(totals.cost_month)
+        """Replace the counters with persisted totals; totals of a month that
+        is over are ignored, and so are a past day's."""
+        if self.day != day.index or self.month != month.index:
+            self.roll(day.index, month.index)
+        if totals.month != month.key:
+            return
+        today = (totals.requests_day, totals.tokens_day) if totals.day == day.key else (0, 0)
+        self.requests_day, self.tokens_day = today
+        # Rollups may lag a little; the month can never hold less than today.
+        self.requests_before = max(0, totals.requests_month - today[0])
+        self.tokens_before = max(0, totals.tokens_month - today[1])
+        self.cost_month = usd_to_nano(totals.cost_month)
 
-    def is_empty(self, day: int, month: int) -> bool:
-        """Nothing worth remembering for the current windows."""
-        day_empty = self.day != day or (self.requests_day == 0 and self.tokens_day == 0)
-        month_empty = self.month != month or (
-            self.requests_month == 0 and self.tokens_month == 0 and self.cost_month == 0)
-        return day_empty and month_empty
+    def is_empty(self, month: int) -> bool:
+        """Nothing worth remembering for the current month."""
+        return self.month != month or not (
+            self.requests_day or self.tokens_day or self.requests_before
+            or self.tokens_before or self.cost_month)
 
 
 def _over(used: int, wanted: int, limit: int) -> bool:
@@ -157,12 +172,13 @@ def _over(used: int, wanted: int, limit: int) -> bool:
     return used + (wanted if wanted < limit else limit) > limit
 
 
-_NAMES = {
-    "requests_day": ("Daily request quota", "requests"),
-    "tokens_day": ("Daily token quota", "tokens"),
-    "requests_month": ("Monthly request quota", "requests"),
-    "tokens_month": ("Monthly token quota", "tokens"),
-    "budget": ("Monthly budget", "usd"),
+# which -> (title, limit field, usage field, unit)
+_QUOTAS = {
+    "requests_day": ("Daily request quota", "requests_day", "requests_day", "requests"),
+    "tokens_day": ("Daily token quota", "tokens_day", "tokens_day", "tokens"),
+    "requests_month": ("Monthly request quota", "requests_month", "requests_month", "requests"),
+    "tokens_month": ("Monthly token quota", "tokens_month", "tokens_month", "tokens"),
+    "budget": ("Monthly budget", "budget_nano", "cost_month", "usd"),
 }
 
 
@@ -180,30 +196,24 @@ def quota_exceeded(
     duration: Callable[[float], str],
     headers: dict[str, str],
 ) -> QuotaExceeded:
-    """The 429 for a broken quota: which one, how far, and when it resets."""
-    title, unit = _NAMES[which]
-    window = day if which.endswith("_day") else month
-    if which == "requests_day":
-        limit, used, extra = limits.requests_day, usage.requests_day, ""
-    elif which == "tokens_day":
-        limit, used = limits.tokens_day, usage.tokens_day
-        extra = f", this request may use up to {tokens}"
-    elif which == "requests_month":
-        limit, used, extra = limits.requests_month, usage.requests_month, ""
-    elif which == "tokens_month":
-        limit, used = limits.tokens_month, usage.tokens_month
-        extra = f", this request may use up to {tokens}"
-    else:
-        limit, used = limits.budget_nano, usage.cost_month
-        extra = f", this request may cost up to {_usd(cost)}" if cost else ""
+    """The 429 for a broken quota: which one, how far (in-flight reservations
+    included), and when it resets."""
+    title, limit_field, usage_field, unit = _QUOTAS[which]
+    limit = getattr(limits, limit_field)
+    used = getattr(usage, usage_field)
+    advice = "upgrade the plan or wait"
     if unit == "usd":
-        amounts = f"limit {_usd(limit)}, spent {_usd(used)}{extra}"
+        amounts = f"limit {_usd(limit)}, spent {_usd(used)}"
+        if cost:
+            amounts += f", this request may cost up to {_usd(cost)}"
     else:
-        amounts = f"limit {limit}, used {used}{extra}"
+        amounts = f"limit {limit}, used {used}"
+        if unit == "tokens" and tokens:
+            amounts += f", this request may use up to {tokens}"
+            advice = "lower max_tokens, upgrade the plan or wait"
+    window = day if which.endswith("_day") else month
     wait = window.end - now
     resets = datetime.fromtimestamp(window.end, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    advice = "lower max_tokens, upgrade the plan or wait" if extra and unit == "tokens" else \
-        "upgrade the plan or wait"
     message = (f"{title} reached for {scope}: {amounts}. It resets at {resets} "
                f"(in {duration(wait)}); {advice} until then.")
     return QuotaExceeded(message, retry_after=wait, headers=headers)

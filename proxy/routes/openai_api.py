@@ -17,10 +17,11 @@ import uuid
 import orjson
 from aiohttp import web
 
-from ..appkeys import CONFIG, HEALTH, LIMITER
+from ..appkeys import CONFIG, HEALTH
 from ..auth.authenticator import AUTHENTICATOR
 from ..config.snapshot import ModelConfig, PlanConfig, Snapshot
 from ..errors import GatewayError, ModelNotFound, PermissionDenied, error_response
+from ..limits import LIMITER
 from ..metrics import METRICS
 from ..upstream.forward import FORWARDER, UpstreamReply
 from ..upstream.request import ROUTE_SCOPE, ParsedRequest, parse_request, read_body

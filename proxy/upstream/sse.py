@@ -62,11 +62,23 @@ class SSERelay:
             except orjson.JSONDecodeError:
                 return event
             usage = parsed.get("usage") if isinstance(parsed, dict) else None
-            if isinstance(usage, dict):
-                self.usage = usage
-                if self.strip_usage and not parsed.get("choices"):
-                    return None  # the usage-only chunk the client did not ask for
+            if not isinstance(usage, dict):
+                self._count(parsed)
+                return event
+            self.usage = usage
             self._count(parsed)
+            choices = parsed.get("choices") or []
+            if all(_empty_choice(c) for c in choices):
+                if self.strip_usage:
+                    return None  # the usage-only chunk the client did not ask for
+                if choices:
+                    # LiteLLM puts an empty choice in the usage chunk; OpenAI sends none.
+                    parsed["choices"] = []
+                    return b"data: " + orjson.dumps(parsed)
+                return event
+            if self.strip_usage:
+                del parsed["usage"]
+                return b"data: " + orjson.dumps(parsed)
             return event
         if b'"error"' in payload[:12]:
             self.saw_error = True
@@ -104,6 +116,13 @@ class SSERelay:
 
     def tokens(self) -> tuple[int, int, int | None] | None:
         return usage_tokens(self.usage)
+
+
+def _empty_choice(choice: Any) -> bool:
+    if not isinstance(choice, dict) or choice.get("finish_reason"):
+        return False
+    delta = choice.get("delta")
+    return not delta and not choice.get("text")
 
 
 def error_event(message: str, *, type: str = "server_error", code: str = "upstream_stream_interrupted") -> bytes:

@@ -10,7 +10,7 @@ ROUTES = ("chat", "completions", "embeddings")
 
 @dataclass(slots=True)
 class UsageRecord:
-    ts: float  # unix seconds, when the request arrived
+    ts: float  # unix seconds; the UTC day it falls on is the day it is billed to
     request_id: str
     user_id: int
     key_id: int | None  # None for a dashboard session or the admin key

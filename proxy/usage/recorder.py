@@ -24,9 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections import deque
-from dataclasses import fields
 from typing import Awaitable, Callable
 
 import orjson
@@ -35,7 +33,7 @@ from aiohttp import web
 from ..appkeys import CONFIG, STORE
 from ..config.snapshot import DatabaseSettings
 from ..store import Database
-from .record import UsageRecord
+from .record import COLUMNS, UsageRecord
 from .rollup import write_batch
 
 log = logging.getLogger("bluesminds.usage")
@@ -154,7 +152,8 @@ class UsageRecorder:
                 await self._wake.wait()
                 continue
             settings = self._settings()
-            if not self._stopping and not self._waiters and len(self._pending) < settings.flush_rows:
+            filling = failing_since is None and not self._stopping and not self._waiters
+            if filling and len(self._pending) < settings.flush_rows:
                 # Let the batch fill for one interval; a full batch, flush() or
                 # stop() cuts the wait short.
                 self._wake.clear()
@@ -175,7 +174,8 @@ class UsageRecorder:
                 if self._stopping and now - failing_since >= self._drain_timeout:
                     log.error("usage rows could not be written during shutdown (%s); "
                               "%d rows saved to %s", exc, len(self._pending), self._spill_path)
-                    self._spill(self._pending)
+                    # Rows loaded from the spill file are still in it.
+                    self._spill(list(self._pending)[self._spilled_rows:])
                     self._pending.clear()
                     self._release_waiters(force=True)
                     return
@@ -217,7 +217,7 @@ class UsageRecorder:
             return
         with open(self._spill_path, "ab") as f:
             for rec in records:
-                f.write(orjson.dumps(dict(zip(_FIELDS, rec.as_row()))) + b"\n")
+                f.write(orjson.dumps(dict(zip(COLUMNS, rec.as_row()))) + b"\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -249,8 +249,6 @@ class UsageRecorder:
             pass
 
 
-_FIELDS = tuple(f.name for f in fields(UsageRecord))
-
 USAGE: web.AppKey[UsageRecorder] = web.AppKey("usage_recorder", UsageRecorder)
 
 
@@ -259,17 +257,17 @@ def spill_path_for(db_path: str) -> str | None:
 
 
 def setup(app: web.Application) -> None:
-    """Create the recorder now (so routes and metrics can find it); run it while the app runs."""
-    holder = app[CONFIG]
-    db = app[STORE]
-    recorder = UsageRecorder(
-        db,
-        settings=lambda: holder.current.database,
-        spill_path=spill_path_for(db.path),
-    )
-    app[USAGE] = recorder
+    """Run a recorder under `USAGE` from after the store opens until just before it closes."""
 
     async def lifecycle(app: web.Application):
+        holder = app[CONFIG]
+        db = app[STORE]
+        recorder = UsageRecorder(
+            db,
+            settings=lambda: holder.current.database,
+            spill_path=spill_path_for(db.path),
+        )
+        app[USAGE] = recorder
         await recorder.start()
         yield
         await recorder.stop()

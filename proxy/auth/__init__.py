@@ -1,0 +1,46 @@
+"""Tenants: accounts, sessions and API keys, and who is calling.
+
+`setup(app)` installs the shared services (bcrypt pool, key authenticator,
+login throttle) and their lifecycle; the HTTP routes are added by
+`proxy.routes.auth_routes`, `keys_routes` and `admin_users`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from ..appkeys import CLOCK, STORE
+from .authenticator import AUTHENTICATOR, Authenticator
+from .management import Caller, admin_guard, identify, require_account, require_admin, require_user
+from .passwords import HASHER, Hasher
+from .principal import SCOPES, KeyLimits, Principal
+from .throttle import LOGIN_THROTTLE, LoginThrottle
+from . import tables as _tables  # noqa: F401  (registers the schema)
+
+__all__ = [
+    "AUTHENTICATOR", "HASHER", "LOGIN_THROTTLE", "SCOPES", "Authenticator", "Caller", "Hasher",
+    "KeyLimits", "LoginThrottle", "Principal", "admin_guard", "identify", "require_account",
+    "require_admin", "require_user", "setup",
+]
+
+
+def setup(app: web.Application) -> None:
+    """Call after app[CLOCK] is set; app[STORE] is needed only once the app
+    starts, and its context must come before this one."""
+    clock = app.get(CLOCK, time.time)
+    hasher = Hasher()
+    app[HASHER] = hasher
+    app[AUTHENTICATOR] = Authenticator(hasher, clock=clock)
+    app[LOGIN_THROTTLE] = LoginThrottle(clock)
+    app.cleanup_ctx.append(_lifecycle)
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    authenticator = app[AUTHENTICATOR]
+    await authenticator.start(app[STORE])
+    yield
+    await authenticator.stop()
+    app[HASHER].close()

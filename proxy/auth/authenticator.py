@@ -1,0 +1,310 @@
+"""Who is calling /v1: a `bm-` key in, a `Principal` out, in microseconds.
+
+The first time this process sees a key it reads the key's secret by lookup
+id and checks it with bcrypt on the hasher's threads; concurrent requests
+carrying the same new key share that one check. After that, the key's fast
+digest maps straight to the key and its owner held in memory, and a request
+costs a dict lookup and a few comparisons against the injected clock.
+
+What a key may do changes only through writes. A write in this process calls
+`forget_key`/`forget_user`, so its effect shows on the very next request;
+writes from other processes (the CLI) are picked up from the change log
+within `poll_interval`. Expiry needs no write: it is checked on every hit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from collections import OrderedDict
+from typing import Callable
+
+from aiohttp import web
+
+from ..config.snapshot import Snapshot
+from ..errors import AuthenticationFailed
+from ..store import Database
+from . import keys as key_store
+from .passwords import Hasher
+from .principal import Principal
+from .tables import events_after, last_event_seq
+from .users import User, plan_for
+
+log = logging.getLogger(__name__)
+
+_NO_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization "
+    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). "
+    "You can find your API keys at /dashboard/keys."
+)
+_WRONG_KEY = "Incorrect API key provided. You can find your API keys at /dashboard/keys."
+_GONE = object()
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class _Entry:
+    """A key as the hot path needs it, plus the Principal built for its owner."""
+
+    __slots__ = ("key", "secrets", "principal", "principal_user")
+
+    def __init__(self, state: key_store.KeyAuthState) -> None:
+        self.key = state.key
+        self.secrets = state.secrets
+        self.principal: Principal | None = None
+        self.principal_user: User | None = None
+
+
+class Authenticator:
+    def __init__(
+        self,
+        hasher: Hasher,
+        *,
+        db: Database | None = None,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 1.0,
+        flush_interval: float = 5.0,
+        rejected_cache_size: int = 10_000,
+    ) -> None:
+        self._db = db
+        self._hasher = hasher
+        self._clock = clock
+        self._poll_interval = poll_interval
+        self._flush_interval = flush_interval
+        self._rejected_cache_size = rejected_cache_size
+        # digest of a key text -> (key id, secret id), once bcrypt said yes.
+        self._verified: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
+        # digests bcrypt said no to: a secret's hash never changes, so neither does the answer.
+        self._rejected: OrderedDict[bytes, None] = OrderedDict()
+        self._keys: dict[int, _Entry] = {}
+        self._users: dict[int, User] = {}
+        self._inflight: dict[bytes, asyncio.Task[tuple[int, int] | None]] = {}
+        # Bumped by every invalidation, so a load that raced one is used once, not cached.
+        self._generation = 0
+        self._last_used: dict[int, float] = {}
+        self._event_seq = 0
+        self._task: asyncio.Task[None] | None = None
+        self.bcrypt_verifications = 0
+
+    # -- the hot path ------------------------------------------------------------
+
+    async def authenticate(self, authorization_header: str | None, snapshot: Snapshot) -> Principal:
+        if not authorization_header:
+            raise AuthenticationFailed(_NO_KEY)
+        if authorization_header[:7].lower() != "bearer ":
+            raise AuthenticationFailed(_NO_KEY)
+        token = authorization_header[7:].strip()
+        if not token:
+            raise AuthenticationFailed(_NO_KEY)
+        digest = _digest(token)
+        hit = self._verified.get(digest)
+        if hit is not None:
+            self._verified.move_to_end(digest)
+            entry = self._keys.get(hit[0])
+            if entry is not None:
+                user = self._users.get(entry.key.user_id)
+                if user is not None:
+                    return self._admit(entry, hit[1], user, snapshot)
+        return await self._authenticate_cold(token, digest, hit, snapshot)
+
+    def _admit(self, entry: _Entry, secret_id: int, user: User, snapshot: Snapshot) -> Principal:
+        now = self._clock()
+        key = entry.key
+        if key.revoked_at is not None:
+            raise AuthenticationFailed(
+                "This API key has been revoked. You can create a new one at /dashboard/keys."
+            )
+        retires_at = entry.secrets.get(secret_id, _GONE)
+        if retires_at is _GONE or (retires_at is not None and now >= retires_at):
+            raise AuthenticationFailed(
+                "This API key was rotated and no longer works; use the new key, "
+                "or find your API keys at /dashboard/keys."
+            )
+        if key.expires_at is not None and now >= key.expires_at:
+            raise AuthenticationFailed(
+                "This API key has expired. You can create a new one at /dashboard/keys."
+            )
+        if user.disabled:
+            raise AuthenticationFailed(
+                "The account this API key belongs to is disabled; contact your administrator."
+            )
+        plan = plan_for(snapshot, user.plan).name
+        principal = entry.principal
+        if principal is None or entry.principal_user is not user or principal.plan != plan:
+            principal = entry.principal = Principal(
+                user_id=user.id,
+                key_id=key.id,
+                plan=plan,
+                scopes=frozenset(key.scopes),
+                models=key.models,
+                limits=key.limits,
+                is_admin=user.is_admin,
+                email=user.email,
+            )
+            entry.principal_user = user
+        self._last_used[key.id] = now
+        return principal
+
+    # -- first sight of a key, or its record was invalidated ---------------------
+
+    async def _authenticate_cold(
+        self, token: str, digest: bytes, hit: tuple[int, int] | None, snapshot: Snapshot
+    ) -> Principal:
+        if hit is None:
+            hit = await self._verify(token, digest, snapshot)
+        key_id, secret_id = hit
+        entry = self._keys.get(key_id)
+        user = self._users.get(entry.key.user_id) if entry is not None else None
+        if entry is None or user is None:
+            entry, user = await self._load(key_id, snapshot)
+        return self._admit(entry, secret_id, user, snapshot)
+
+    async def _verify(self, token: str, digest: bytes, snapshot: Snapshot) -> tuple[int, int]:
+        if digest in self._rejected:
+            raise AuthenticationFailed(_WRONG_KEY)
+        admin_key = snapshot.admin.key
+        if admin_key and hmac.compare_digest(
+            token.encode("utf-8", "surrogatepass"), admin_key.encode("utf-8", "surrogatepass")
+        ):
+            raise AuthenticationFailed(
+                "The admin key only works on the management API (/api/...); call /v1 with a bm- key."
+            )
+        parsed = key_store.parse_key(token)
+        if parsed is None:
+            raise AuthenticationFailed(_WRONG_KEY)
+        task = self._inflight.get(digest)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._check_secret(parsed[0], parsed[1], digest, snapshot)
+            )
+            self._inflight[digest] = task
+            task.add_done_callback(lambda _: self._inflight.pop(digest, None))
+        # Shielded: one caller giving up must not cancel the check the others await.
+        hit = await asyncio.shield(task)
+        if hit is None:
+            raise AuthenticationFailed(_WRONG_KEY)
+        return hit
+
+    async def _check_secret(
+        self, lookup_id: str, secret: str, digest: bytes, snapshot: Snapshot
+    ) -> tuple[int, int] | None:
+        generation = self._generation
+        found = await self._db.read(lambda conn: key_store.secret_by_lookup(conn, lookup_id))
+        if found is None:
+            return None
+        secret_id, key_id, secret_hash = found
+        self.bcrypt_verifications += 1
+        if not await self._hasher.verify(secret.encode("ascii"), secret_hash):
+            self._rejected[digest] = None
+            if len(self._rejected) > self._rejected_cache_size:
+                self._rejected.popitem(last=False)
+            log.info("rejected an API key with lookup id %s: wrong secret", lookup_id)
+            return None
+        self._verified[digest] = (key_id, secret_id)
+        if len(self._verified) > snapshot.auth.key_cache_size:
+            self._verified.popitem(last=False)
+        if generation == self._generation:
+            # Warm the records now so the callers waiting on this check need no read.
+            try:
+                await self._load(key_id, snapshot)
+            except AuthenticationFailed:
+                pass
+        return key_id, secret_id
+
+    async def _load(self, key_id: int, snapshot: Snapshot) -> tuple[_Entry, User]:
+        generation = self._generation
+        now = self._clock()
+        state = await self._db.read(lambda conn: key_store.auth_state(conn, key_id, now))
+        if state is None or state.user is None:
+            raise AuthenticationFailed(_WRONG_KEY)
+        entry = _Entry(state)
+        if generation == self._generation:
+            limit = snapshot.auth.key_cache_size
+            _bounded_put(self._keys, key_id, entry, limit)
+            _bounded_put(self._users, state.user.id, state.user, limit)
+        return entry, state.user
+
+    # -- invalidation ----------------------------------------------------------------
+
+    def forget_key(self, key_id: int) -> None:
+        """The key changed in the store: re-read it on its next request (no bcrypt)."""
+        self._generation += 1
+        self._keys.pop(key_id, None)
+
+    def forget_user(self, user_id: int) -> None:
+        self._generation += 1
+        self._users.pop(user_id, None)
+
+    async def poll_changes(self) -> int:
+        """Apply changes other processes logged since the last poll; returns how many."""
+        seq = self._event_seq
+        events = await self._db.read(lambda conn: events_after(conn, seq))
+        for seq, kind, ref_id in events:
+            if kind == "key":
+                self.forget_key(ref_id)
+            else:
+                self.forget_user(ref_id)
+            self._event_seq = seq
+        return len(events)
+
+    # -- last used, written in batches -------------------------------------------------
+
+    def last_used(self, key_id: int) -> float | None:
+        """When this process last admitted the key, if not yet written."""
+        return self._last_used.get(key_id)
+
+    async def flush_last_used(self) -> None:
+        if not self._last_used:
+            return
+        batch, self._last_used = self._last_used, {}
+        await self._db.write(lambda conn: key_store.record_last_used(conn, batch))
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, db: Database | None = None) -> None:
+        """Begin polling the change log and flushing last-used times. The store
+        may be handed over here, since the app opens it in its own context."""
+        if db is not None:
+            self._db = db
+        self._event_seq = await self._db.read(last_event_seq)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for task in list(self._inflight.values()):
+            task.cancel()
+        await self.flush_last_used()
+
+    async def _run(self) -> None:
+        since_flush = 0.0
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            since_flush += self._poll_interval
+            try:
+                await self.poll_changes()
+                if since_flush >= self._flush_interval:
+                    since_flush = 0.0
+                    await self.flush_last_used()
+            except Exception:
+                log.exception("API key cache maintenance failed; retrying in %ss", self._poll_interval)
+
+
+def _bounded_put(table: dict, key: object, value: object, limit: int) -> None:
+    table.pop(key, None)
+    table[key] = value
+    while len(table) > limit:
+        del table[next(iter(table))]
+
+
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)

@@ -1,0 +1,134 @@
+"""/api/keys*: a user's API keys. Another user's key is answered 404, as if
+it did not exist; admins may see and change any key but never its owner."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..appkeys import STORE
+from ..auth import AUTHENTICATOR, HASHER
+from ..auth.keys import (
+    ApiKey,
+    check_settings,
+    get_key,
+    insert_key,
+    list_keys,
+    new_secret,
+    revoke_key,
+    rotate_key,
+    update_key,
+)
+from ..auth.management import Caller, now_of, reply, require_account, require_user, snapshot_of
+from ..auth.users import plan_for, user_by_id
+from ..errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from ..validation import read_body, read_query
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/keys", list_route)
+    app.router.add_post("/api/keys", create_route)
+    app.router.add_get("/api/keys/{id}", get_route)
+    app.router.add_patch("/api/keys/{id}", update_route)
+    app.router.add_delete("/api/keys/{id}", delete_route)
+    app.router.add_post("/api/keys/{id}/rotate", rotate_route)
+
+
+def _public(request: web.Request, key: ApiKey) -> dict:
+    return key.public(last_used_at=request.app[AUTHENTICATOR].last_used(key.id))
+
+
+async def _visible_key(request: web.Request, caller: Caller) -> ApiKey:
+    raw = request.match_info["id"]
+    key = None
+    if raw.isdigit() and len(raw) < 19:
+        now = now_of(request)
+        key = await request.app[STORE].read(lambda conn: get_key(conn, int(raw), now))
+    if key is None or (key.user_id != caller.user_id and not caller.is_admin):
+        raise NotFound(f"No API key with id {raw[:20]}; GET /api/keys lists yours.")
+    return key
+
+
+async def list_route(request: web.Request) -> web.Response:
+    caller = await require_user(request)
+    query = read_query(request, "keys_query")
+    owner = query.get("user_id", caller.user_id)
+    if owner != caller.user_id and not caller.is_admin:
+        raise PermissionDenied("Only administrators can list other users' keys.", code="admin_required")
+    now = now_of(request)
+    include_revoked = query.get("include_revoked", True)
+    found = await request.app[STORE].read(
+        lambda conn: list_keys(conn, now, user_id=owner, include_revoked=include_revoked)
+    )
+    return reply({"object": "list", "data": [_public(request, key) for key in found], "has_more": False})
+
+
+async def create_route(request: web.Request) -> web.Response:
+    caller = await require_account(request)
+    body = await read_body(request, "key_create")
+    snapshot = snapshot_of(request)
+    now = now_of(request)
+    columns = check_settings(body, plan=plan_for(snapshot, caller.user.plan), snapshot=snapshot, now=now)
+    secret = new_secret()
+    secret_hash = await request.app[HASHER].hash(secret.encode("ascii"), snapshot.auth.bcrypt_rounds)
+    key, text = await request.app[STORE].write(
+        lambda conn: insert_key(
+            conn, user_id=caller.user_id, columns=columns, secret=secret, secret_hash=secret_hash, now=now
+        )
+    )
+    return reply({**_public(request, key), "key": text}, status=201)
+
+
+async def get_route(request: web.Request) -> web.Response:
+    caller = await require_user(request)
+    read_query(request, "empty")
+    return reply(_public(request, await _visible_key(request, caller)))
+
+
+async def update_route(request: web.Request) -> web.Response:
+    caller = await require_user(request)
+    body = await read_body(request, "key_update")
+    key = await _visible_key(request, caller)
+    snapshot = snapshot_of(request)
+    owner = caller.user
+    if owner is None or owner.id != key.user_id:
+        owner = await request.app[STORE].read(lambda conn: user_by_id(conn, key.user_id))
+    now = now_of(request)
+    columns = check_settings(body, plan=plan_for(snapshot, owner.plan), snapshot=snapshot, now=now)
+    updated = await request.app[STORE].write(lambda conn: update_key(conn, key.id, columns, now))
+    request.app[AUTHENTICATOR].forget_key(key.id)
+    return reply(_public(request, updated))
+
+
+async def delete_route(request: web.Request) -> web.Response:
+    caller = await require_user(request)
+    await read_body(request, "empty")
+    key = await _visible_key(request, caller)
+    now = now_of(request)
+    await request.app[STORE].write(lambda conn: revoke_key(conn, key.id, now))
+    request.app[AUTHENTICATOR].forget_key(key.id)
+    return reply({"object": "api_key.deleted", "id": key.id, "deleted": True})
+
+
+async def rotate_route(request: web.Request) -> web.Response:
+    caller = await require_user(request)
+    body = await read_body(request, "key_rotate")
+    snapshot = snapshot_of(request)
+    overlap = body.get("overlap_seconds", 0)
+    if overlap > snapshot.auth.max_rotation_overlap:
+        raise InvalidRequest(
+            f"overlap_seconds may be at most {int(snapshot.auth.max_rotation_overlap)} on this server.",
+            param="overlap_seconds",
+        )
+    key = await _visible_key(request, caller)
+    if key.revoked_at is not None:
+        raise Conflict(f"Key {key.id} is revoked; create a new key instead of rotating it.")
+    secret = new_secret()
+    secret_hash = await request.app[HASHER].hash(secret.encode("ascii"), snapshot.auth.bcrypt_rounds)
+    now = now_of(request)
+    rotated, text = await request.app[STORE].write(
+        lambda conn: rotate_key(
+            conn, key.id, secret=secret, secret_hash=secret_hash, now=now, overlap=overlap
+        )
+    )
+    request.app[AUTHENTICATOR].forget_key(key.id)
+    return reply({**_public(request, rotated), "key": text})

@@ -1,0 +1,261 @@
+"""GET /api/usage/stats and GET /api/usage/logs.
+
+A user sees only their own usage; an admin sees everyone's, or one user's with
+`user_id`. Every query parameter is checked, and a bad or unknown one is a 400
+naming it. Times (`from`, `to`) are an ISO date (`2026-11-26`), an ISO date-time
+(`2026-11-26T10:00:00Z`, UTC when no offset is given) or unix seconds; a date
+as `to` includes that whole day.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import time
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from aiohttp import web
+
+from ..appkeys import CLOCK, STORE
+from ..auth.management import require_user
+from ..errors import InvalidRequest, PermissionDenied, UnknownParameter
+from ..usage.stats import GROUPS, LogsQuery, StatsQuery, logs, stats
+
+DEFAULT_DAYS = 30
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+_DAY = 86400.0
+_EPOCH = 0.0
+_YEAR_10000 = 253402300800.0 - 2 * _DAY  # room for the day added to a `to` date
+
+_STATS_PARAMS = frozenset({"from", "to", "group_by", "user_id"})
+_LOGS_PARAMS = frozenset({"from", "to", "user_id", "model", "key_id", "status", "limit", "cursor"})
+_STATUS_CLASSES = {"2xx": (200, 299), "3xx": (300, 399), "4xx": (400, 499), "5xx": (500, 599),
+                   "error": (400, 599)}
+
+
+async def usage_stats(request: web.Request) -> web.Response:
+    caller = await require_user(request)
+    params = _params(request, _STATS_PARAMS)
+    _, user_id = _visible(caller, params)
+    today = _utc_date(_now(request))
+    last = _day_param(params, "to") or today
+    first = _day_param(params, "from") or last - timedelta(days=DEFAULT_DAYS - 1)
+    if first > last:
+        raise InvalidRequest(f"'from' ({first}) is after 'to' ({last}); swap them.", param="from")
+    group_by = params.get("group_by", "day")
+    if group_by not in GROUPS:
+        raise InvalidRequest(
+            f"group_by={group_by!r} is not supported; use one of: {', '.join(GROUPS)}.",
+            param="group_by",
+        )
+    result = await stats(request.app[STORE], StatsQuery(first.isoformat(), last.isoformat(),
+                                                        group_by, user_id))
+    return web.json_response({
+        "object": "usage.stats",
+        "group_by": group_by,
+        "from": first.isoformat(),
+        "to": last.isoformat(),
+        "user_id": user_id,
+        **result,
+    })
+
+
+async def usage_logs(request: web.Request) -> web.Response:
+    caller = await require_user(request)
+    params = _params(request, _LOGS_PARAMS)
+    caller_is_admin, user_id = _visible(caller, params)
+    status_min = status_max = None
+    if "status" in params:
+        status_min, status_max = _status(params["status"])
+    since = until = None
+    if "from" in params:
+        since, _ = _time_param(params, "from")
+    if "to" in params:
+        moment, whole_day = _time_param(params, "to")
+        # A date means "through the end of that day"; an instant is included itself.
+        until = moment + _DAY if whole_day else math.nextafter(moment, math.inf)
+    model = params.get("model")
+    if model is not None and not (0 < len(model) <= 256):
+        raise InvalidRequest("model must be a model name of 1 to 256 characters.", param="model")
+    query = LogsQuery(
+        user_id=user_id,
+        key_id=_int_param(params, "key_id", minimum=1),
+        model=model,
+        status_min=status_min,
+        status_max=status_max,
+        since=since,
+        until=until,
+        before=_cursor(params["cursor"]) if "cursor" in params else None,
+        limit=_int_param(params, "limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT,
+    )
+    rows, has_more = await logs(request.app[STORE], query)
+    data = [_log_entry(row, show_upstream=caller_is_admin) for row in rows]
+    last = rows[-1] if rows else None
+    return web.json_response({
+        "object": "list",
+        "data": data,
+        "has_more": has_more,
+        "next_cursor": _encode_cursor(last["ts"], last["id"]) if has_more and last else None,
+    })
+
+
+# -- who may see what ------------------------------------------------------------
+
+
+def _visible(caller, params: dict[str, str]) -> tuple[bool, int | None]:
+    """(is admin, the user whose usage to show, None meaning everyone)."""
+    wanted = _int_param(params, "user_id", minimum=1)
+    if caller.is_admin:
+        return True, wanted
+    if wanted is not None and wanted != caller.user_id:
+        raise PermissionDenied("Only an administrator can see another user's usage; "
+                               "leave out user_id to see your own.", param="user_id")
+    return False, caller.user_id
+
+
+# -- parameter parsing -----------------------------------------------------------
+
+
+def _params(request: web.Request, allowed: frozenset[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for name in request.query.keys():
+        if name not in allowed:
+            raise UnknownParameter(
+                f"Unknown query parameter '{name}'; this route accepts: {', '.join(sorted(allowed))}.",
+                param=name,
+            )
+        values = request.query.getall(name)
+        if len(values) > 1:
+            raise InvalidRequest(f"Query parameter '{name}' is given {len(values)} times; give it once.",
+                                 param=name)
+        params[name] = values[0]
+    return params
+
+
+def _int_param(params: dict[str, str], name: str, *, minimum: int,
+               maximum: int | None = None) -> int | None:
+    raw = params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise InvalidRequest(f"{name}={raw!r} is not valid; give a whole number {bound}.", param=name)
+    return value
+
+
+def _time_param(params: dict[str, str], name: str) -> tuple[float, bool]:
+    """(unix seconds, whether a bare date was given)."""
+    raw = params[name].strip()
+    try:
+        number = float(raw)
+    except ValueError:
+        number = None
+    whole_day = False
+    if number is None:
+        try:
+            if len(raw) == 10:
+                moment = datetime.combine(date.fromisoformat(raw), datetime.min.time())
+                whole_day = True
+            else:
+                moment = datetime.fromisoformat(raw)
+        except ValueError:
+            raise InvalidRequest(
+                f"{name}={raw!r} is not a time; give a date (2026-11-26), an ISO date-time "
+                "(2026-11-26T10:00:00Z) or unix seconds.",
+                param=name,
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        number = moment.timestamp()
+    if not (math.isfinite(number) and _EPOCH <= number < _YEAR_10000):
+        raise InvalidRequest(f"{name}={raw!r} is out of range; give a time after 1970-01-01.",
+                             param=name)
+    return number, whole_day
+
+
+def _day_param(params: dict[str, str], name: str) -> date | None:
+    if name not in params:
+        return None
+    moment, _ = _time_param(params, name)
+    return _utc_date(moment)
+
+
+def _status(raw: str) -> tuple[int, int]:
+    if raw in _STATUS_CLASSES:
+        return _STATUS_CLASSES[raw]
+    if raw.isdigit() and 100 <= int(raw) <= 599:
+        return int(raw), int(raw)
+    raise InvalidRequest(
+        f"status={raw!r} is not valid; give an HTTP status (429), a class (2xx, 4xx, 5xx) or 'error'.",
+        param="status",
+    )
+
+
+def _cursor(raw: str) -> tuple[float, int]:
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
+        ts, row_id = text.split(":")
+        cursor = (float(ts), int(row_id))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRequest("cursor is not one this API gave out; pass next_cursor from the "
+                             "previous page unchanged.", param="cursor") from None
+    if not math.isfinite(cursor[0]):
+        raise InvalidRequest("cursor is not one this API gave out.", param="cursor")
+    return cursor
+
+
+def _encode_cursor(ts: float, row_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{ts!r}:{row_id}".encode()).decode().rstrip("=")
+
+
+# -- output -----------------------------------------------------------------------
+
+
+def _log_entry(row: dict[str, Any], *, show_upstream: bool) -> dict[str, Any]:
+    entry = {
+        "id": row["id"],
+        "ts": row["ts"],
+        "time": datetime.fromtimestamp(row["ts"], timezone.utc).isoformat(timespec="milliseconds"),
+        "request_id": row["request_id"],
+        "user_id": row["user_id"],
+        "key_id": row["key_id"],
+        "route": row["route"],
+        "model": row["served_model"],
+        "requested_model": row["requested_model"],
+        "status": row["status"],
+        "error_type": row["error_type"],
+        "prompt_tokens": row["prompt_tokens"],
+        "completion_tokens": row["completion_tokens"],
+        "total_tokens": row["total_tokens"],
+        "cached_tokens": row["cached_tokens"],
+        "estimated": row["estimated"],
+        "partial": row["partial"],
+        "stream": row["stream"],
+        "cost_usd": row["cost_usd"],
+        "latency_ms": row["latency_ms"],
+        "ttfb_ms": row["ttfb_ms"],
+    }
+    if show_upstream:
+        # Which server answered is the operator's business, not the tenant's.
+        entry["upstream"] = row["upstream"]
+    return entry
+
+
+def _now(request: web.Request) -> float:
+    return request.app.get(CLOCK, time.time)()
+
+
+def _utc_date(ts: float) -> date:
+    return datetime.fromtimestamp(ts, timezone.utc).date()
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/usage/stats", usage_stats)
+    app.router.add_get("/api/usage/logs", usage_logs)

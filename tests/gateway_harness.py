@@ -1,0 +1,99 @@
+"""A real gateway on 127.0.0.1 in front of real fake upstreams, for end-to-end tests.
+
+`GatewayHarness` writes a config directory, creates a user and key in a real
+SQLite file, and runs the app with the same runner options `bluesminds serve`
+uses (handler cancellation on client disconnect).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from proxy import server
+from proxy.app import create_app
+from proxy.cli_accounts import create_user_and_key
+
+BASE_CONFIG: dict[str, Any] = {
+    "server": {"host": "127.0.0.1", "port": 0, "log_level": "warning"},
+    "database": {"path": "gateway.db", "flush_interval": "50ms"},
+    "auth": {"bcrypt_rounds": 4, "default_plan": "test"},
+    # Probes are triggered explicitly in tests; passive ejection reacts to traffic.
+    "health": {"interval": "1h", "timeout": "1s", "eject_after": 2, "cooldown": "200ms", "max_cooldown": "1s"},
+    "retry": {"attempts": 3, "backoff": "1ms", "max_backoff": "5ms"},
+}
+
+MODELS = {
+    "gpt-4o-mini": {"aliases": ["mini"], "pricing": {"input": 0.15, "output": 0.6}},
+    "text-embedding-3-small": {"kind": "embedding", "pricing": {"input": 0.02, "output": 0}},
+}
+
+PLANS = {"test": {"rpm": 100000, "tpm": 100000000, "models": "*"}}
+
+
+def upstream_entry(name: str, url: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "url": url, "models": "*", **extra}
+
+
+@dataclass
+class GatewayHarness:
+    config_dir: str
+    app: web.Application | None = None
+    runner: server.GatewayRunner | None = None
+    url: str = ""
+    key: str = ""
+    user_id: int = 0
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def write(cls, config_dir: str, upstreams: list[dict[str, Any]], **overrides: Any) -> "GatewayHarness":
+        os.makedirs(config_dir, exist_ok=True)
+        sections = {k: dict(v) for k, v in BASE_CONFIG.items()}
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(sections.get(key), dict):
+                sections[key].update(value)
+            else:
+                sections[key] = value
+        sections.setdefault("models", MODELS)
+        sections.setdefault("plans", PLANS)
+        sections["upstreams"] = upstreams
+        harness = cls(config_dir=config_dir, sections=sections)
+        harness.save()
+        return harness
+
+    def save(self) -> None:
+        main = {k: v for k, v in self.sections.items() if k != "upstreams"}
+        _write_yaml(os.path.join(self.config_dir, "gateway.yaml"), main)
+        _write_yaml(os.path.join(self.config_dir, "upstreams.yaml"), {"upstreams": self.sections["upstreams"]})
+
+    @property
+    def db_path(self) -> str:
+        return os.path.join(self.config_dir, self.sections["database"]["path"])
+
+    async def start(self, *, plan: str = "test", email: str = "tenant@example.com") -> "GatewayHarness":
+        if not self.key:
+            self.user_id, self.key = create_user_and_key(self.db_path, email, "correct horse battery", plan, "e2e",
+                                                        bcrypt_rounds=4)
+        self.app = create_app(self.config_dir)
+        self.runner, port = await server.start(self.app, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def _write_yaml(path: str, data: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(data, fh, sort_keys=False)
+    os.replace(tmp, path)

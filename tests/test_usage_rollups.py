@@ -1,0 +1,212 @@
+"""Rollups against an independent reference computed from the raw records."""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from collections import defaultdict
+from datetime import datetime, timezone
+
+import pytest
+
+from proxy.store import Database
+from proxy.usage import UsageRecord, key_stats, rebuild_rollups, window_totals, write_batch
+from proxy.usage.rollup import estimate_percentile
+from proxy.usage.schema import BUCKET_COLUMNS, LATENCY_BOUNDS_MS
+from proxy.usage.stats import StatsQuery, usage_stats
+
+NOW = datetime(2025, 11, 26, 15, 30, tzinfo=timezone.utc).timestamp()
+DAY = 86400.0
+MODELS = ("gpt-4o", "gpt-4o-mini", "claude", "embed-3")
+
+
+def day_of(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
+
+
+def random_records(rnd: random.Random, n: int) -> list[UsageRecord]:
+    out = []
+    for i in range(n):
+        prompt, completion = rnd.randrange(2000), rnd.randrange(800)
+        status = rnd.choice((200, 200, 200, 200, 400, 429, 499, 502))
+        out.append(UsageRecord(
+            # Out of order and across month boundaries, with a few rows "from the future".
+            ts=NOW - rnd.uniform(-2 * DAY, 70 * DAY), request_id=f"r{i}",
+            user_id=rnd.randrange(1, 9), key_id=rnd.choice((None, 1, 2, 3, 4, 5, 6)),
+            route="chat", requested_model="alias", served_model=rnd.choice(MODELS),
+            upstream=None if status in (400, 429) else rnd.choice(("a", "b")),
+            status=status, error_type=None, prompt_tokens=prompt, completion_tokens=completion,
+            total_tokens=prompt + completion, cached_tokens=None,
+            cost_usd=rnd.random() / 100, latency_ms=rnd.choice((
+                rnd.uniform(0, 10), 10.0, 25.0, rnd.lognormvariate(6.5, 1.2), 250_000.0)),
+        ))
+    return out
+
+
+def reference(records):
+    groups = defaultdict(lambda: {"requests": 0, "forwarded": 0, "errors": 0, "prompt_tokens": 0,
+                                  "completion_tokens": 0, "total_tokens": 0, "cost_usd": 0.0,
+                                  "latency_ms_sum": 0.0, "latency_ms_max": 0.0,
+                                  "buckets": [0] * len(LATENCY_BOUNDS_MS)})
+    for r in records:
+        g = groups[(day_of(r.ts), r.user_id, r.key_id or 0, r.served_model)]
+        g["requests"] += 1
+        g["forwarded"] += r.upstream is not None
+        g["errors"] += r.status >= 400
+        g["prompt_tokens"] += r.prompt_tokens
+        g["completion_tokens"] += r.completion_tokens
+        g["total_tokens"] += r.total_tokens
+        g["cost_usd"] += r.cost_usd
+        g["latency_ms_sum"] += r.latency_ms
+        g["latency_ms_max"] = max(g["latency_ms_max"], r.latency_ms)
+        for i, bound in enumerate(LATENCY_BOUNDS_MS):
+            g["buckets"][i] += r.latency_ms <= bound
+    return groups
+
+
+def stored(db: Database):
+    columns = ("requests, forwarded, errors, prompt_tokens, completion_tokens, total_tokens, "
+               "cost_usd, latency_ms_sum, latency_ms_max, " + ", ".join(BUCKET_COLUMNS))
+
+    def read(conn):
+        out = {}
+        for row in conn.execute(f"SELECT day, user_id, key_id, model, {columns} FROM usage_daily"):
+            values = tuple(row)
+            out[values[:4]] = values[4:]
+        return out
+
+    return db.read_sync(read)
+
+
+def assert_matches(table, groups):
+    assert set(table) == set(groups)
+    for key, g in groups.items():
+        got = table[key]
+        assert got[:6] == (g["requests"], g["forwarded"], g["errors"], g["prompt_tokens"],
+                           g["completion_tokens"], g["total_tokens"]), key
+        assert got[6] == pytest.approx(g["cost_usd"], rel=1e-9, abs=1e-12)
+        assert got[7] == pytest.approx(g["latency_ms_sum"], rel=1e-9)
+        assert got[8] == g["latency_ms_max"]
+        assert list(got[9:]) == g["buckets"], key
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    # Read-only for every test but the rebuild one, which must leave equal rollups behind.
+    db = Database(str(tmp_path_factory.mktemp("rollups") / "rollups.db"))
+    db.open_sync()
+    rnd = random.Random(20251126)
+    records = random_records(rnd, 20_000)
+    at = 0
+    while at < len(records):
+        size = rnd.choice((1, 7, 250, 500, 1999))
+        batch = records[at:at + size]
+        db.write_sync(lambda conn, b=batch: write_batch(conn, b))
+        at += size
+    yield db, records
+    db.close_sync()
+
+
+def test_incremental_rollups_equal_a_sum_over_the_raw_records(loaded):
+    db, records = loaded
+    assert_matches(stored(db), reference(records))
+
+
+def test_rebuild_produces_the_same_rollups(loaded):
+    db, records = loaded
+    before = stored(db)
+    db.write_sync(rebuild_rollups)
+    after = stored(db)
+    assert set(before) == set(after)
+    for key in before:
+        assert before[key][:6] == after[key][:6] and before[key][8:] == after[key][8:]
+        assert before[key][6] == pytest.approx(after[key][6], rel=1e-9)
+    assert_matches(after, reference(records))
+
+
+def test_p95_lies_in_the_bucket_of_the_exact_nearest_rank_value(loaded):
+    db, records = loaded
+    by_model = defaultdict(list)
+    for r in records:
+        by_model[r.served_model].append(r.latency_ms)
+    result = db.read_sync(lambda conn: usage_stats(conn, StatsQuery("2000-01-01", "2100-01-01", "model")))
+    assert {row["model"] for row in result["data"]} == set(MODELS)
+    for row in result["data"]:
+        latencies = sorted(by_model[row["model"]])
+        exact = latencies[math.ceil(0.95 * len(latencies)) - 1]
+        estimate = row["latency_ms_p95"]
+        bucket = bisect.bisect_left(LATENCY_BOUNDS_MS, exact)
+        lower = 0.0 if bucket == 0 else LATENCY_BOUNDS_MS[bucket - 1]
+        upper = LATENCY_BOUNDS_MS[bucket] if bucket < len(LATENCY_BOUNDS_MS) else max(latencies)
+        assert lower <= estimate <= upper, (row["model"], exact, estimate)
+        assert row["latency_ms_mean"] == pytest.approx(sum(latencies) / len(latencies), rel=1e-9)
+        assert row["latency_ms_max"] == latencies[-1]
+
+
+def test_percentile_edge_cases():
+    bounds = len(LATENCY_BOUNDS_MS)
+    assert estimate_percentile(0.95, 0, [0] * bounds, 0.0) is None
+    # Everything above the last bound: the open bucket ends at the observed max.
+    assert estimate_percentile(1.0, 4, [0] * bounds, 400_000.0) == 400_000.0
+    # One sample of 10 ms sits in the first bucket, whose top is capped by the max.
+    assert estimate_percentile(0.95, 1, [1] * bounds, 7.0) == 7.0
+
+
+def test_window_totals_cover_today_and_this_month_only(loaded):
+    db, records = loaded
+    today, month = day_of(NOW), day_of(NOW)[:7]
+    expected = defaultdict(lambda: [0, 0, 0, 0, 0.0])
+    for r in records:
+        day = day_of(r.ts)
+        if not (day.startswith(month) and day <= today):
+            continue
+        for scope, ident in (("user", r.user_id), ("key", r.key_id)):
+            if ident is None:
+                continue
+            acc = expected[(scope, ident)]
+            forwarded = int(r.upstream is not None)
+            if day == today:
+                acc[0] += forwarded
+                acc[1] += r.total_tokens
+            acc[2] += forwarded
+            acc[3] += r.total_tokens
+            acc[4] += r.cost_usd
+    totals = db.read_sync(lambda conn: window_totals(conn, NOW))
+    got = {(t.scope, t.id): t for t in totals}
+    assert set(got) == set(expected)
+    for ident, (req_day, tok_day, req_month, tok_month, cost) in expected.items():
+        t = got[ident]
+        assert (t.day, t.month) == (today, month)
+        assert (t.requests_day, t.tokens_day, t.requests_month, t.tokens_month) == (
+            req_day, tok_day, req_month, tok_month)
+        assert t.cost_month == pytest.approx(cost, rel=1e-9)
+
+
+async def test_key_stats_all_time_and_last_30_days(loaded):
+    db, records = loaded
+    since = day_of(NOW - 29 * DAY)
+    expected = {k: {"requests": 0, "tokens": 0, "cost": 0.0, "r30": 0, "t30": 0, "last": None}
+                for k in (1, 2, 3)}
+    for r in records:
+        if r.user_id != 3 or r.key_id not in expected:
+            continue
+        e = expected[r.key_id]
+        e["requests"] += 1
+        e["tokens"] += r.total_tokens
+        e["cost"] += r.cost_usd
+        if day_of(r.ts) >= since:
+            e["r30"] += 1
+            e["t30"] += r.total_tokens
+        e["last"] = r.ts if e["last"] is None else max(e["last"], r.ts)
+    # Key 99 has no usage at all.
+    result = await key_stats(db, 3, [1, 2, 3, 99], now=NOW)
+    assert set(result) == {1, 2, 3, 99}
+    for key_id, e in expected.items():
+        got = result[key_id]
+        assert (got["requests"], got["tokens"]) == (e["requests"], e["tokens"])
+        assert got["cost"] == pytest.approx(e["cost"], rel=1e-9)
+        assert (got["last_30d"]["requests"], got["last_30d"]["tokens"]) == (e["r30"], e["t30"])
+        assert got["last_used"] == e["last"]
+    assert result[99] == {"requests": 0, "tokens": 0, "cost": 0.0,
+                          "last_30d": {"requests": 0, "tokens": 0, "cost": 0.0}, "last_used": None}
