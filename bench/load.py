@@ -4,10 +4,11 @@ proxy's CPU time and the upstream's hit counter read around it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 from bench import control, streaming, wrk
-from bench.procs import cpu_seconds
+from bench.procs import ProcessSet, cpu_seconds, machine_busy_seconds, own_cpu_seconds
 from bench.stats import percentile
 from bench.targets import LOAD_CORE, Target
 
@@ -21,6 +22,9 @@ class LoadSample:
     result: wrk.WrkResult
     cpu_us_per_request: float
     hits: int  # the fakes' request counter, after minus before
+    # Cores' worth of CPU that processes this run did not start used meanwhile:
+    # on a shared machine, the sign that a figure is low because of a neighbour.
+    foreign_cores: float = 0.0
 
     @property
     def forwarded_ok(self) -> bool:
@@ -48,20 +52,36 @@ class StreamSample:
         return self.hits == self.streams and self.failed == 0
 
 
+class Interference:
+    """Machine-wide CPU time minus what our own processes used, over a span."""
+
+    def __init__(self, procs: ProcessSet) -> None:
+        self._procs = procs
+        self._start = (time.monotonic(), machine_busy_seconds(), own_cpu_seconds(procs))
+
+    def cores(self) -> float:
+        wall, busy, own = time.monotonic(), machine_busy_seconds(), own_cpu_seconds(self._procs)
+        elapsed = wall - self._start[0]
+        foreign = (busy - self._start[1]) - (own - self._start[2])
+        return max(0.0, foreign / elapsed) if elapsed > 0 else 0.0
+
+
 def measure_wrk(target: Target, scenario: str, script: str, *, connections: int, seconds: float,
-                rep: int, fake_urls: list[str], pin: bool) -> LoadSample:
+                rep: int, fake_urls: list[str], pin: bool, procs: ProcessSet) -> LoadSample:
     path, _ = wrk.SCENARIOS[scenario]
     before_hits = control.wait_quiet(fake_urls)
     before_cpu = cpu_seconds(target.proc.pid)
+    interference = Interference(procs)
     result = wrk.run(target.base_url + path, script, connections=connections, seconds=seconds,
                      cpu=LOAD_CORE if pin else None)
+    foreign = interference.cores()
     hits = control.wait_quiet(fake_urls) - before_hits
     # Read after the upstream went quiet: requests the proxy was still working
     # through when wrk stopped are this run's cost, not the next run's.
     cpu = cpu_seconds(target.proc.pid) - before_cpu
     target.proc.check_alive()
     per_request = cpu / result.requests * 1e6 if result.requests else float("nan")
-    return LoadSample(target.name, scenario, connections, rep, result, per_request, hits)
+    return LoadSample(target.name, scenario, connections, rep, result, per_request, hits, foreign)
 
 
 def _run_loop(coro):

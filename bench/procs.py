@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -145,6 +146,25 @@ def cpu_seconds(pid: int) -> float:
         except OSError:
             pass
     return ticks / CLOCK_TICKS
+
+
+def parse_proc_stat_busy_ticks(text: str) -> int:
+    """All CPUs' non-idle ticks from /proc/stat's first line."""
+    fields = [int(v) for v in text.splitlines()[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already inside user and nice]
+    return sum(fields[:8]) - fields[3] - fields[4]
+
+
+def machine_busy_seconds() -> float:
+    with open("/proc/stat") as fh:
+        return parse_proc_stat_busy_ticks(fh.read()) / CLOCK_TICKS
+
+
+def own_cpu_seconds(procs: "ProcessSet") -> float:
+    """CPU used by this runner, the children it has waited for (wrk), and every process it started."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+    return total + sum(cpu_seconds(p.pid) for p in procs.started)
 
 
 def rss_bytes(pid: int) -> int:

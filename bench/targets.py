@@ -91,10 +91,12 @@ def start_gateway(procs: ProcessSet, workdir: str, upstreams: list[str], *, pin:
                                    "--port", str(port)], cpu=_core(pin, PROXY_CORE), cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     authorization = f"Bearer {key}"
+    listening = control.wait_until(proc, control.answers(url + "/healthz"), timeout=60)
     startup = control.wait_until(proc, control.answers(url + "/v1/models", headers={"Authorization": authorization}),
                                  timeout=60)
     return Target("gateway", url, authorization, proc, startup,
-                  f"spawn → first 200 /v1/models with the key (bcrypt cost {config.bcrypt_rounds} included)")
+                  f"spawn → /healthz {listening:.2f} s → first 200 /v1/models with the key "
+                  f"(its bcrypt check at cost {config.bcrypt_rounds} included)")
 
 
 def start_litellm(procs: ProcessSet, workdir: str, upstream: str, *, pin: bool) -> Target:

@@ -57,7 +57,8 @@ function request()
 end
 
 function done(summary, latency, requests)
-  local total = 0
+  -- wrk calls request() once before the run to check the script; that one is never sent.
+  local total = -1
   for _, t in ipairs(threads) do
     total = total + t:get("sent")
   end

@@ -74,11 +74,12 @@ class GatewayHarness:
     def db_path(self) -> str:
         return os.path.join(self.config_dir, self.sections["database"]["path"])
 
-    async def start(self, *, plan: str = "test", email: str = "tenant@example.com") -> "GatewayHarness":
+    async def start(self, *, plan: str = "test", email: str = "tenant@example.com",
+                    clock=None) -> "GatewayHarness":
         if not self.key:
             self.user_id, self.key = create_user_and_key(self.db_path, email, "correct horse battery", plan, "e2e",
                                                         bcrypt_rounds=4)
-        self.app = create_app(self.config_dir)
+        self.app = create_app(self.config_dir) if clock is None else create_app(self.config_dir, clock=clock)
         self.runner, port = await server.start(self.app, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{port}"
         return self

@@ -240,6 +240,16 @@ async def test_patch_managed_server(client, fakes) -> None:
     body = await call(client, "PATCH", "/api/admin/servers/c", status=200, json={"enabled": False})
     assert (body["enabled"], body["state"]) == (False, "disabled")
     assert client.server.app[CONFIG].version == 4
+    health = await call(client, "GET", "/api/admin/health", status=200)
+    assert [(e["event"], e["upstream"]) for e in health["events"]] == [("joined", "c"), ("disabled", "c")]
+
+
+async def test_saturated_upstream_is_flagged(client, fakes) -> None:
+    await call(client, "POST", "/api/admin/servers", status=201,
+               json={"name": "c", "url": fakes["c"].url, "models": "*", "max_concurrent": 1})
+    client.server.app[HEALTH].started("c")  # one request in flight: at its cap
+    rows = {r["name"]: r for r in (await call(client, "GET", "/api/admin/health", status=200))["data"]}
+    assert (rows["c"]["in_flight"], rows["c"]["saturated"], rows["a"]["saturated"]) == (1, True, False)
 
 
 async def test_drain_and_undrain_hand_written_server(client, config_dir: str) -> None:
@@ -251,7 +261,7 @@ async def test_drain_and_undrain_hand_written_server(client, config_dir: str) ->
     assert load_config(config_dir).upstream_by_name["a"].drain is True
 
     health = await call(client, "GET", "/api/admin/health", status=200)
-    assert [(e["event"], e["upstream"]) for e in health["events"]] == [("withheld", "a")]
+    assert [(e["event"], e["upstream"]) for e in health["events"]] == [("draining", "a")]
 
     body = await call(client, "PATCH", "/api/admin/servers/a", status=200, json={"drain": False})
     assert body["state"] == "healthy"

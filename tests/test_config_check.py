@@ -41,6 +41,8 @@ CASES = {
     "alias_clash.yaml": "4: models.m2: name or alias 'fast' is used by two models ('m1' and 'm2')",
     "missing_secret.yaml": f"7: upstreams[0].api_key_env: environment variable {UNSET_SECRET} is not set "
                            "(it holds a secret the config names)",
+    "secret_in_env_field.yaml": "7: upstreams[0].api_key_env: must be the name of an environment variable "
+                                "(letters, digits and _) that holds the secret, not the secret itself",
     "default_plan_missing.yaml": "2: auth.default_plan: plan 'starter' is not defined in plans (defined: free, pro)",
     "routing_unknown_upstream.yaml": "9: routing[0].upstreams[1]: no upstream named 'b'",
     "fallback_unknown_model.yaml": "3: models.m1.fallbacks[0]: fallback model 'm9' is not declared in models",
@@ -90,6 +92,7 @@ def test_check_config_prints_exact_problem(name: str) -> None:
     result = check_config(os.path.join(BAD, name))
     assert result.exit_code == 1, result.output
     assert result.stderr.splitlines() == expected_lines(name)
+    assert "sk-live" not in result.output
 
 
 def test_check_config_section_in_two_files() -> None:

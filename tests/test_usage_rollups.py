@@ -44,13 +44,21 @@ def random_records(rnd: random.Random, n: int) -> list[UsageRecord]:
     return out
 
 
-def reference(records):
+def fine(r: UsageRecord) -> tuple:
+    return (day_of(r.ts), r.user_id, r.key_id or 0, r.served_model)
+
+
+def coarse(r: UsageRecord) -> tuple:
+    return (day_of(r.ts), r.served_model)
+
+
+def reference(records, key=fine):
     groups = defaultdict(lambda: {"requests": 0, "forwarded": 0, "errors": 0, "prompt_tokens": 0,
                                   "completion_tokens": 0, "total_tokens": 0, "cost_usd": 0.0,
                                   "latency_ms_sum": 0.0, "latency_ms_max": 0.0,
                                   "buckets": [0] * len(LATENCY_BOUNDS_MS)})
     for r in records:
-        g = groups[(day_of(r.ts), r.user_id, r.key_id or 0, r.served_model)]
+        g = groups[key(r)]
         g["requests"] += 1
         g["forwarded"] += r.upstream is not None
         g["errors"] += r.status >= 400
@@ -65,15 +73,16 @@ def reference(records):
     return groups
 
 
-def stored(db: Database):
+def stored(db: Database, table: str = "usage_daily", keys: str = "day, user_id, key_id, model"):
+    width = len(keys.split(","))
     columns = ("requests, forwarded, errors, prompt_tokens, completion_tokens, total_tokens, "
                "cost_usd, latency_ms_sum, latency_ms_max, " + ", ".join(BUCKET_COLUMNS))
 
     def read(conn):
         out = {}
-        for row in conn.execute(f"SELECT day, user_id, key_id, model, {columns} FROM usage_daily"):
+        for row in conn.execute(f"SELECT {keys}, {columns} FROM {table}"):
             values = tuple(row)
-            out[values[:4]] = values[4:]
+            out[values[:width]] = values[width:]
         return out
 
     return db.read_sync(read)
@@ -111,6 +120,7 @@ def loaded(tmp_path_factory):
 def test_incremental_rollups_equal_a_sum_over_the_raw_records(loaded):
     db, records = loaded
     assert_matches(stored(db), reference(records))
+    assert_matches(stored(db, "usage_daily_model", "day, model"), reference(records, coarse))
 
 
 def test_rebuild_produces_the_same_rollups(loaded):
@@ -123,6 +133,7 @@ def test_rebuild_produces_the_same_rollups(loaded):
         assert before[key][:6] == after[key][:6] and before[key][8:] == after[key][8:]
         assert before[key][6] == pytest.approx(after[key][6], rel=1e-9)
     assert_matches(after, reference(records))
+    assert_matches(stored(db, "usage_daily_model", "day, model"), reference(records, coarse))
 
 
 def test_p95_lies_in_the_bucket_of_the_exact_nearest_rank_value(loaded):
@@ -210,3 +221,29 @@ async def test_key_stats_all_time_and_last_30_days(loaded):
         assert got["last_used"] == e["last"]
     assert result[99] == {"requests": 0, "tokens": 0, "cost": 0.0,
                           "last_30d": {"requests": 0, "tokens": 0, "cost": 0.0}, "last_used": None}
+
+
+def test_the_day_model_rollup_is_backfilled_from_existing_daily_rollups(tmp_path):
+    import sqlite3
+
+    import sqlite_utils
+
+    from proxy.usage import rollup, schema
+
+    conn = sqlite3.connect(str(tmp_path / "old.db"), isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    schema.migrations.apply(db, stop_before="m002_daily_model_rollup")
+    records = random_records(random.Random(7), 2_000)
+    conn.execute("BEGIN")
+    conn.executemany(rollup._INSERT, [r.as_row() for r in records])
+    conn.execute(rollup._ROLLUPS[0], (0,))  # what the first version of write_batch did
+    conn.execute("COMMIT")
+    schema.migrations.apply(db)
+    table = {}
+    for row in conn.execute(f"SELECT day, model, requests, total_tokens, latency_ms_max, "
+                            f"{BUCKET_COLUMNS[-1]} FROM usage_daily_model"):
+        table[row[:2]] = row[2:]
+    expected = reference(records, coarse)
+    assert table == {k: (g["requests"], g["total_tokens"], g["latency_ms_max"], g["buckets"][-1])
+                     for k, g in expected.items()}
+    conn.close()

@@ -83,6 +83,11 @@ def section_errors(section: str, value: Any) -> list[tuple[tuple, str, Any]]:
             for key, message in _unknown_fields(error):
                 out.append((path + (key,), message, key))
             continue
+        if path and isinstance(path[-1], str) and path[-1].endswith("_env"):
+            # The usual mistake here is pasting the secret itself: never repeat the value.
+            out.append((path, "must be the name of an environment variable (letters, digits and _) "
+                              "that holds the secret, not the secret itself", None))
+            continue
         out.append((path, _describe(error), error.instance))
     return out
 

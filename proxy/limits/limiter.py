@@ -109,8 +109,8 @@ class Reservation:
         return self.cost_nano / NANO_PER_USD
 
     def __repr__(self) -> str:
-        state = "open" if self.open else "closed"
-        return f"<Reservation {state} tokens={self.tokens} cost_nano={self.cost_nano}>"
+        state = "open" if getattr(self, "open", False) else "closed"
+        return f"<Reservation {state} tokens={getattr(self, 'tokens', 0)}>"
 
 
 class Limiter:
@@ -254,7 +254,7 @@ class Limiter:
         if tpm_b is not None:
             tpm_b.level -= need_b
         if b is not None or user.quota is not None or key.quota is not None:
-            self._tighten_numbers(r, now, user, key, b)
+            self._tighten(r, now, user, key, b)
         return r
 
     def settle(self, reservation: Reservation, *, tokens: int, cost: float) -> None:
@@ -378,81 +378,51 @@ class Limiter:
 
     # -- headers and errors -----------------------------------------------------
 
-    def _numbers(self, now: float, user: _Subject, key: _Subject, a: _Subject,
-                 b: _Subject | None) -> tuple:
-        """Header numbers as of now (for a refusal): buckets are refilled first."""
-        lr = lt = None
-        rr = rt = 0
-        sr = st = 0.0
-        if a.rpm is not None:
-            a.rpm.refill(now)
-            lr, rr, sr = _bucket_numbers(a.rpm)
-        if a.tpm is not None:
-            a.tpm.refill(now)
-            lt, rt, st = _bucket_numbers(a.tpm)
+    def _tighten(self, r: Reservation, now: float, user: _Subject, key: _Subject,
+                 b: _Subject | None) -> None:
+        """Let the second bucket and the calendar quotas take over the header
+        numbers where they have less left (ties keep what is there, the
+        per-minute bucket OpenAI's headers describe)."""
         if b is not None:
-            for bucket in (b.rpm, b.tpm):
-                if bucket is not None:
-                    bucket.refill(now)
-        return self._tighter(now, user, key, b, lr, rr, sr, lt, rt, st)
-
-    def _tighten_numbers(self, r: Reservation, now: float, user: _Subject, key: _Subject,
-                         b: _Subject | None) -> None:
-        (r.limit_requests, r.remaining_requests, r.reset_requests, r.limit_tokens,
-         r.remaining_tokens, r.reset_tokens) = self._tighter(
-            now, user, key, b, r.limit_requests, r.remaining_requests, r.reset_requests,
-            r.limit_tokens, r.remaining_tokens, r.reset_tokens)
-
-    def _tighter(self, now, user, key, b, lr, rr, sr, lt, rt, st) -> tuple:
-        """Of every request limit and every token limit that applies, keep the
-        one with the least left: the headers then tell the client what will
-        refuse it first. Ties keep the per-minute bucket, which is what
-        OpenAI's headers describe."""
-        if b is not None:
-            bucket = b.rpm
-            if bucket is not None:
-                limit, left, reset = _bucket_numbers(bucket)
-                if lr is None or left < rr:
-                    lr, rr, sr = limit, left, reset
-            bucket = b.tpm
-            if bucket is not None:
-                limit, left, reset = _bucket_numbers(bucket)
-                if lt is None or left < rt:
-                    lt, rt, st = limit, left, reset
-        if user.quota is not None:
-            lr, rr, sr, lt, rt, st = self._quota_numbers(now, user, lr, rr, sr, lt, rt, st)
-        if key.quota is not None:
-            lr, rr, sr, lt, rt, st = self._quota_numbers(now, key, lr, rr, sr, lt, rt, st)
-        return lr, rr, sr, lt, rt, st
-
-    def _quota_numbers(self, now, owner, lr, rr, sr, lt, rt, st) -> tuple:
-        q = owner.quota
-        u = owner.usage
+            if b.rpm is not None:
+                _tighten_requests(r, *_bucket_numbers(b.rpm))
+            if b.tpm is not None:
+                _tighten_tokens(r, *_bucket_numbers(b.tpm))
         cal = self._calendar
-        limit = q.requests_day
-        if limit is not None:
-            left = limit - u.requests_day if u.requests_day < limit else 0
-            if lr is None or left < rr:
-                lr, rr, sr = limit, left, cal.day.end - now
-        limit = q.requests_month
-        if limit is not None:
-            left = limit - u.requests_month if u.requests_month < limit else 0
-            if lr is None or left < rr:
-                lr, rr, sr = limit, left, cal.month.end - now
-        limit = q.tokens_day
-        if limit is not None:
-            left = limit - u.tokens_day if u.tokens_day < limit else 0
-            if lt is None or left < rt:
-                lt, rt, st = limit, left, cal.day.end - now
-        limit = q.tokens_month
-        if limit is not None:
-            left = limit - u.tokens_month if u.tokens_month < limit else 0
-            if lt is None or left < rt:
-                lt, rt, st = limit, left, cal.month.end - now
-        return lr, rr, sr, lt, rt, st
+        for owner in (user, key):
+            q = owner.quota
+            if q is None:
+                continue
+            u = owner.usage
+            if q.requests_day is not None:
+                _tighten_requests(r, q.requests_day, q.requests_day - u.requests_day,
+                                  cal.day.end - now)
+            if q.requests_month is not None:
+                _tighten_requests(r, q.requests_month, q.requests_month - u.requests_month,
+                                  cal.month.end - now)
+            if q.tokens_day is not None:
+                _tighten_tokens(r, q.tokens_day, q.tokens_day - u.tokens_day, cal.day.end - now)
+            if q.tokens_month is not None:
+                _tighten_tokens(r, q.tokens_month, q.tokens_month - u.tokens_month,
+                                cal.month.end - now)
 
     def _headers_now(self, now, user, key, a, b) -> dict[str, str]:
-        return rate_limit_headers(self._duration, *self._numbers(now, user, key, a, b))
+        """The headers a refused request gets: the numbers as of now."""
+        r = Reservation()
+        r.limit_requests = r.limit_tokens = None
+        r.remaining_requests = r.remaining_tokens = 0
+        r.reset_requests = r.reset_tokens = 0.0
+        for owner in (a, b):
+            if owner is not None:
+                for bucket in (owner.rpm, owner.tpm):
+                    if bucket is not None:
+                        bucket.refill(now)
+        if a.rpm is not None:
+            _tighten_requests(r, *_bucket_numbers(a.rpm))
+        if a.tpm is not None:
+            _tighten_tokens(r, *_bucket_numbers(a.tpm))
+        self._tighten(r, now, user, key, b)
+        return self.headers(r)
 
     def _quota_error(self, which, owner, tokens, cost, now, user, key, a, b) -> QuotaExceeded:
         cal = self._calendar
@@ -488,6 +458,22 @@ class Limiter:
             f"{requested}. Please try again in {self._duration(wait)}.",
             retry_after=wait, type=kind, headers=headers,
         )
+
+
+def _tighten_requests(r: Reservation, limit: int, left: float, reset: float) -> None:
+    left = int(left) if left > 0 else 0
+    if r.limit_requests is None or left < r.remaining_requests:
+        r.limit_requests = limit
+        r.remaining_requests = left
+        r.reset_requests = reset
+
+
+def _tighten_tokens(r: Reservation, limit: int, left: float, reset: float) -> None:
+    left = int(left) if left > 0 else 0
+    if r.limit_tokens is None or left < r.remaining_tokens:
+        r.limit_tokens = limit
+        r.remaining_tokens = left
+        r.reset_tokens = reset
 
 
 def _bucket_numbers(bucket: TokenBucket) -> tuple[int, int, float]:

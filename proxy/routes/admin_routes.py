@@ -53,8 +53,8 @@ class ConfigRejected(InvalidRequest):
 class FleetEvents:
     """Recent joins, leaves and state changes of upstreams, newest last.
 
-    Scaling shows up here: a reload that adds or removes servers, a server
-    going down or being ejected, every server of a model at its concurrency cap.
+    Scaling shows up here: a reload that adds or removes servers or drains or
+    disables one, and a server going down, being ejected or coming back.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time, size: int = MAX_EVENTS) -> None:
@@ -75,8 +75,8 @@ class FleetEvents:
         for name in sorted(before.keys() & after.keys()):
             was, now = before[name].admits_new_requests, after[name].admits_new_requests
             if was != now:
-                self.record("admitting" if now else "withheld", upstream=name,
-                            drain=after[name].drain, enabled=after[name].enabled, config_version=version)
+                kind = "admitting" if now else ("disabled" if not after[name].enabled else "draining")
+                self.record(kind, upstream=name, config_version=version)
         if joined or left:
             # One line per scaling step; the health monitor logs each upstream on its own.
             serving = sum(1 for u in new.upstreams if u.admits_new_requests)
@@ -139,6 +139,8 @@ async def get_config(request: web.Request) -> web.Response:
     status["upstreams"] = [{"name": u.name, "source": u.source} for u in snapshot.upstreams]
     status["models"] = sorted(snapshot.models)
     status["plans"] = sorted(snapshot.plans)
+    # The digest names the config, not this status (last_error can change
+    # under the same digest), so it serves If-Match on writes, not caching.
     response = reply(status)
     response.headers["ETag"] = _etag(snapshot)
     return response

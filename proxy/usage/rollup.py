@@ -1,10 +1,11 @@
 """Writing a batch of usage rows together with its rollups, and reading percentiles back.
 
-The rollup arithmetic is one SQL statement that aggregates raw rows by UTC day
-× user × key × model and adds the result to `usage_daily`. A batch runs it over
-the rows it has just inserted, inside the same transaction, so the raw table
-and the rollups can never disagree; `rebuild_rollups` runs the very same
-statement over every row, to repair or backfill.
+The rollup arithmetic is one SQL statement per rollup table that aggregates
+raw rows (by UTC day × user × key × model, and by UTC day × model) and adds the
+result to the table. A batch runs them over the rows it has just inserted,
+inside the same transaction, so the raw table and the rollups can never
+disagree; `rebuild_rollups` runs the very same statements over every row, to
+repair or backfill.
 """
 
 from __future__ import annotations
@@ -13,40 +14,45 @@ import sqlite3
 from typing import Iterable, Sequence
 
 from .record import COLUMNS, UsageRecord
-from .schema import BUCKET_COLUMNS, LATENCY_BOUNDS_MS
+from .schema import LATENCY_BOUNDS_MS, SUM_COLUMNS
 
 _INSERT = (
     f"INSERT INTO usage ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
 
-_TARGET = (
-    "day, user_id, key_id, model, requests, forwarded, errors, prompt_tokens, "
-    "completion_tokens, total_tokens, cost_usd, latency_ms_sum, latency_ms_max, "
-    + ", ".join(BUCKET_COLUMNS)
+# Source expressions for SUM_COLUMNS, in the same order. `forwarded` counts rows
+# that reached an upstream: what the daily/monthly request quotas charge, so a
+# request the gateway itself refused (a 429 from the limiter, a 404 model) never
+# uses up quota.
+_SUMS = (
+    "COUNT(*), COUNT(upstream), SUM(status >= 400), SUM(prompt_tokens), "
+    "SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd), SUM(latency_ms), "
+    + ", ".join(f"SUM(latency_ms <= {b})" for b in LATENCY_BOUNDS_MS)
 )
-_BUCKET_SUMS = ", ".join(f"SUM(latency_ms <= {b})" for b in LATENCY_BOUNDS_MS)
-_ADDED = ", ".join(
-    f"{c} = {c} + excluded.{c}"
-    for c in ("requests", "forwarded", "errors", "prompt_tokens", "completion_tokens",
-              "total_tokens", "cost_usd", "latency_ms_sum") + BUCKET_COLUMNS
+_ADDED = ", ".join(f"{c} = {c} + excluded.{c}" for c in SUM_COLUMNS)
+
+
+def _rollup(table: str, keys: dict[str, str]) -> str:
+    """Aggregate the rows with id > ? by `keys` (column -> expression) into `table`."""
+    return f"""
+        INSERT INTO {table} ({', '.join(keys)}, {', '.join(SUM_COLUMNS)}, latency_ms_max)
+        SELECT {', '.join(keys.values())}, {_SUMS}, MAX(latency_ms)
+        FROM usage
+        WHERE id > ?
+        GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}
+        ON CONFLICT ({', '.join(keys)}) DO UPDATE SET
+            {_ADDED},
+            latency_ms_max = MAX(latency_ms_max, excluded.latency_ms_max)
+    """
+
+
+_DAY = "date(ts, 'unixepoch')"
+_ROLLUPS = (
+    _rollup("usage_daily", {"day": _DAY, "user_id": "user_id", "key_id": "COALESCE(key_id, 0)",
+                            "model": "served_model"}),
+    _rollup("usage_daily_model", {"day": _DAY, "model": "served_model"}),
 )
-# `forwarded` counts rows that reached an upstream: what the daily/monthly
-# request quotas charge, so a request the gateway itself refused (a 429 from the
-# limiter, a 404 model) never uses up quota.
-_ROLLUP = f"""
-INSERT INTO usage_daily ({_TARGET})
-SELECT date(ts, 'unixepoch'), user_id, COALESCE(key_id, 0), served_model,
-       COUNT(*), COUNT(upstream), SUM(status >= 400), SUM(prompt_tokens),
-       SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd), SUM(latency_ms),
-       MAX(latency_ms), {_BUCKET_SUMS}
-FROM usage
-WHERE id > ?
-GROUP BY 1, 2, 3, 4
-ON CONFLICT (day, user_id, key_id, model) DO UPDATE SET
-    {_ADDED},
-    latency_ms_max = MAX(latency_ms_max, excluded.latency_ms_max)
-"""
 
 
 def write_batch(conn: sqlite3.Connection, records: Sequence[UsageRecord]) -> None:
@@ -57,13 +63,16 @@ def write_batch(conn: sqlite3.Connection, records: Sequence[UsageRecord]) -> Non
     # from the current maximum, so every row above it is from this batch.
     (last_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM usage").fetchone()
     conn.executemany(_INSERT, [r.as_row() for r in records])
-    conn.execute(_ROLLUP, (last_id,))
+    for sql in _ROLLUPS:
+        conn.execute(sql, (last_id,))
 
 
 def rebuild_rollups(conn: sqlite3.Connection) -> None:
     """Recompute every rollup from the raw rows. Call inside one transaction."""
     conn.execute("DELETE FROM usage_daily")
-    conn.execute(_ROLLUP, (0,))
+    conn.execute("DELETE FROM usage_daily_model")
+    for sql in _ROLLUPS:
+        conn.execute(sql, (0,))
 
 
 def estimate_percentile(q: float, count: int, cumulative: Iterable[int], max_ms: float) -> float | None:

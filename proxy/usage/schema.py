@@ -6,12 +6,14 @@ because a key was deleted a moment earlier.
 
 `usage_daily` holds one row per UTC day × user × key × model (key 0 stands for
 "no key": dashboard sessions and the admin key, since NULL cannot be part of
-the primary key). Every counter is a plain sum, so a batch adds to it with one
-upsert and any range of days aggregates with SUM. Latency is kept as a sum (for
-the mean), a max, and a cumulative histogram: `lat_le_<ms>` counts requests
-that took at most that many milliseconds, Prometheus-style, so a p95 over any
-set of rollup rows is a SUM per bucket plus an interpolation (see rollup.py),
-never a scan of raw rows.
+the primary key). `usage_daily_model` holds the same counters per UTC day ×
+model only, so the admin's everyone-at-once views read a few hundred rows
+instead of one per user, key and model. Every counter is a plain sum, so a
+batch adds to it with one upsert and any range of days aggregates with SUM.
+Latency is kept as a sum (for the mean), a max, and a cumulative histogram:
+`lat_le_<ms>` counts requests that took at most that many milliseconds,
+Prometheus-style, so a p95 over any set of rollup rows is a SUM per bucket plus
+an interpolation (see rollup.py), never a scan of raw rows.
 """
 
 from __future__ import annotations
@@ -97,3 +99,27 @@ def m001_usage_tables(db: sqlite_utils.Database) -> None:
     # The primary key serves "everyone, these days" (quotas, admin stats);
     # this one serves "one user, these days" (a tenant's stats, key stats).
     db.execute("CREATE INDEX usage_daily_user ON usage_daily (user_id, day)")
+
+
+@migrations()
+def m002_daily_model_rollup(db: sqlite_utils.Database) -> None:
+    counters = ",\n".join(
+        f"            {c} {'REAL' if c in ('cost_usd', 'latency_ms_sum') else 'INTEGER'} NOT NULL DEFAULT 0"
+        for c in SUM_COLUMNS
+    )
+    db.execute(
+        f"""
+        CREATE TABLE usage_daily_model (
+            day TEXT NOT NULL,
+            model TEXT NOT NULL,
+{counters},
+            latency_ms_max REAL NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, model)
+        ) WITHOUT ROWID
+        """
+    )
+    sums = ", ".join(f"SUM({c})" for c in SUM_COLUMNS)
+    db.execute(
+        f"INSERT INTO usage_daily_model (day, model, {', '.join(SUM_COLUMNS)}, latency_ms_max) "
+        f"SELECT day, model, {sums}, MAX(latency_ms_max) FROM usage_daily GROUP BY day, model"
+    )

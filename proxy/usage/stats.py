@@ -1,9 +1,10 @@
 """Read-side queries: aggregated stats from the rollups, log pages from raw rows.
 
-Stats never touch the raw table: any range of days costs a SUM over at most
-days × users × keys × models rollup rows. Logs page newest first with a keyset
-cursor (ts, id) that the (user_id, ts), (key_id, ts) and (ts) indexes serve in
-order, so page N costs the same as page 1.
+Stats never touch the raw table: one user's range of days costs a SUM over
+their days × keys × models rollup rows; everyone's by day or model reads the
+day × model rollup. Logs page newest first with a keyset cursor (ts, id) that
+the (user_id, ts), (key_id, ts) and (ts) indexes serve in order, so page N
+costs the same as page 1.
 """
 
 from __future__ import annotations
@@ -53,9 +54,14 @@ def usage_stats(conn: sqlite3.Connection, q: StatsQuery) -> dict[str, Any]:
     where = "day >= ? AND day <= ?"
     args: list[Any] = [q.first_day, q.last_day]
     if q.user_id is not None:
+        table = "usage_daily"
         where += " AND user_id = ?"
         args.append(q.user_id)
-    sql = (f"SELECT {column}, {_STAT_SUMS} FROM usage_daily WHERE {where} "
+    elif q.group_by in ("day", "model"):
+        table = "usage_daily_model"  # everyone by day or model: no user/key rows to add up
+    else:
+        table = "usage_daily"
+    sql = (f"SELECT {column}, {_STAT_SUMS} FROM {table} WHERE {where} "
            f"GROUP BY {column} ORDER BY {column}")
     name = "key_id" if q.group_by == "key" else column
     data = []
