@@ -88,11 +88,11 @@ def floor(n: int) -> float:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-    print(f"python {sys.version.split()[0]}, {n} requests per scenario, best of 5")
+    print(f"python {sys.version.split()[0]}, {n} requests per scenario, best of 15")
     for name, plan, principals in scenarios():
-        best = min(run(plan, principals, n) for _ in range(5))
+        best = min(run(plan, principals, n) for _ in range(15))
         print(f"{name:40s} {best:6.2f} µs per admit+headers+settle")
-    print(f"{'(loop with no-op calls, included above)':40s} {min(floor(n) for _ in range(5)):6.2f} µs")
+    print(f"{'(loop with no-op calls, included above)':40s} {min(floor(n) for _ in range(15)):6.2f} µs")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
     ├── NotFound                404
     │   └── ModelNotFound       404   code model_not_found
     ├── Conflict                409
+    ├── PreconditionFailed      412   If-Match names a config version that is no longer current
     ├── RateLimited             429   rpm/tpm/concurrency, Retry-After set
     ├── QuotaExceeded           429   daily/monthly quota or budget, insufficient_quota
     ├── UpstreamError           502   upstream answered badly or the connection broke
@@ -110,6 +111,12 @@ class Conflict(GatewayError):
     status = 409
     type = "invalid_request_error"
     code = "conflict"
+
+
+class PreconditionFailed(GatewayError):
+    status = 412
+    type = "invalid_request_error"
+    code = "precondition_failed"
 
 
 class RateLimited(GatewayError):

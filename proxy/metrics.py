@@ -13,7 +13,7 @@ Series:
     bluesminds_upstream_health{upstream,state}                  1 for the current state, else 0
     bluesminds_upstream_up{upstream}                            1 when healthy
     bluesminds_usage_queue_depth                                rows waiting to be written
-    bluesminds_usage_rows_written_total / _batches_total / _failed_batches_total
+    bluesminds_usage_rows_written_total, _batches_total, _failed_batches_total, _rows_rejected_total
 """
 
 from __future__ import annotations
@@ -159,6 +159,8 @@ class _UsageCollector(Collector):
             ("bluesminds_usage_batches", "Usage batches committed.", "batches"),
             ("bluesminds_usage_failed_batches", "Usage batch writes that failed and were retried.",
              "failed_batches"),
+            ("bluesminds_usage_rows_rejected", "Usage rows the database refused, kept in the "
+             "rejected file.", "rejected"),
         ):
             family = CounterMetricFamily(name, help_text)
             family.add_metric([], getattr(recorder, attr) if recorder else 0)

@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from proxy.config import load_config
+from proxy.config import ConfigError, load_config
 from proxy.config.managed import (
     HEADER, ManagedDoc, ManagedFileInvalid, add_server, read_managed, remove_server, update_server,
     write_atomic,
@@ -183,3 +183,19 @@ def test_write_atomic_replaces_and_none_removes(tmp_path) -> None:
     write_atomic(path, None)
     write_atomic(path, None)
     assert os.listdir(tmp_path) == []
+
+
+def test_overrides_merge_with_a_hand_written_section(config_dir: str) -> None:
+    with open(os.path.join(config_dir, "gateway.yaml"), "a") as fh:
+        fh.write("  - name: other\n    url: http://127.0.0.1:11\n    models: '*'\n"
+                 "upstream_overrides:\n  other: {enabled: false}\n")
+    apply(config_dir, lambda doc, snap: update_server(doc, snap, "hand", {"drain": True}))
+    snapshot = load_config(config_dir)
+    assert (snapshot.upstream_by_name["hand"].drain, snapshot.upstream_by_name["other"].enabled) == (True, False)
+
+    apply(config_dir, lambda doc, snap: update_server(doc, snap, "other", {"enabled": True}))
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_dir)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{config_dir}/servers.managed.yaml:6: upstream_overrides.other: upstream_overrides 'other' is defined "
+        f"twice (first in {config_dir}/gateway.yaml)"]

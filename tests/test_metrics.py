@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import metrics as metrics_module
+from proxy.appkeys import HEALTH
 from proxy.metrics import METRICS, Metrics
 from proxy.usage import USAGE
 
@@ -36,7 +37,7 @@ async def test_metrics_text_exposes_the_series(aiohttp_client):
     m.set_upstream_health("a", "healthy")
     m.set_upstream_health("b", "ejected")
     m.set_upstream_health("b", True)
-    app[USAGE] = SimpleNamespace(queue_depth=42, written=1000, batches=3, failed_batches=1)
+    app[USAGE] = SimpleNamespace(queue_depth=42, written=1000, batches=3, failed_batches=1, rejected=0)
 
     client = await aiohttp_client(app)
     response = await client.get("/metrics")
@@ -63,6 +64,7 @@ async def test_metrics_text_exposes_the_series(aiohttp_client):
     assert got[("bluesminds_usage_queue_depth", ())] == 42
     assert got[("bluesminds_usage_rows_written_total", ())] == 1000
     assert got[("bluesminds_usage_failed_batches_total", ())] == 1
+    assert got[("bluesminds_usage_rows_rejected_total", ())] == 0
 
     app[USAGE].queue_depth = 7  # read at scrape time, not copied at startup
     got = samples(await (await client.get("/metrics")).text())
@@ -99,3 +101,12 @@ def test_the_hot_path_reuses_bound_children():
     # Printed for the record, not asserted: timings vary with the machine.
     per_call = timeit.timeit(lambda: m.observe_request("chat", 200, "m", "a", 0.2), number=20_000) / 20_000
     print(f"observe_request: {per_call * 1e6:.2f} µs")
+
+
+def test_setup_follows_the_health_monitors_state_changes():
+    app = web.Application()
+    app[HEALTH] = SimpleNamespace(on_change=[])
+    metrics_module.setup(app)
+    for callback in app[HEALTH].on_change:
+        callback("a", "ejected")
+    assert b'bluesminds_upstream_health{state="ejected",upstream="a"} 1.0' in app[METRICS].render()

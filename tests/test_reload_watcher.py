@@ -104,6 +104,17 @@ async def test_single_file_config_watches_its_managed_file(tmp_path) -> None:
         await watcher.stop()
 
 
+async def test_config_folder_reached_through_a_symlink(config_dir: str, tmp_path) -> None:
+    link = str(tmp_path / "current")
+    os.symlink(config_dir, link)
+    holder, watcher = await started(link)
+    try:
+        write(os.path.join(link, "upstreams.yaml"), TWO)
+        await wait_for(lambda: holder.version == 2)
+    finally:
+        await watcher.stop()
+
+
 def test_only_config_files_count(tmp_path) -> None:
     folder = tmp_path / "config"
     folder.mkdir()

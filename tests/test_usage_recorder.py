@@ -8,6 +8,7 @@ import os
 import sqlite3
 from types import SimpleNamespace
 
+import orjson
 import pytest
 from aiohttp import web
 
@@ -156,7 +157,8 @@ async def test_rows_and_rollups_of_a_batch_commit_or_roll_back_together(db):
     for i in range(50):
         recorder.record(rec(i))
     await recorder.flush()
-    assert recorder.failed_batches == 1
+    # The batch, then its row-by-row retry (a trigger's ABORT looks like a bad row), failed whole.
+    assert recorder.failed_batches == 2 and recorder.rejected == 0
     assert count(db.path) == (50,)
     assert count(db.path, "SELECT SUM(requests) FROM usage_daily") == (50,)
     await recorder.stop()
@@ -252,3 +254,24 @@ async def test_flush_with_nothing_queued_returns_at_once(db):
     await recorder.flush()
     await recorder.stop()
     assert db.transactions == 0
+
+
+async def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(db, tmp_path):
+    rejected = str(tmp_path / "rejected.jsonl")
+    recorder = UsageRecorder(db, settings=settings(flush_interval=3600), rejected_path=rejected)
+    await recorder.start()
+    recorder.record(rec(0))
+    recorder.record(rec(1, served_model=None))  # NOT NULL: could never be written
+    recorder.record(rec(2, ts=1e300))  # no UTC day to roll it up under
+    recorder.record(rec(3))
+    await recorder.flush()
+    assert recorder.rejected == 2 and recorder.failed_batches == 1
+    assert count(db.path, "SELECT group_concat(request_id) FROM usage") == ("req_0,req_3",)
+    assert count(db.path, "SELECT SUM(requests) FROM usage_daily") == (2,)
+    with open(rejected, "rb") as f:
+        kept = [orjson.loads(line) for line in f]
+    assert [(r["request_id"], r["served_model"]) for r in kept] == [("req_1", None), ("req_2", "gpt-4o")]
+    recorder.record(rec(4))  # the queue is not stuck behind them
+    await recorder.flush()
+    assert count(db.path) == (3,)
+    await recorder.stop()

@@ -235,7 +235,7 @@ def test_the_day_model_rollup_is_backfilled_from_existing_daily_rollups(tmp_path
     schema.migrations.apply(db, stop_before="m002_daily_model_rollup")
     records = random_records(random.Random(7), 2_000)
     conn.execute("BEGIN")
-    conn.executemany(rollup._INSERT, [r.as_row() for r in records])
+    conn.executemany(rollup.INSERT, [r.as_row() for r in records])
     conn.execute(rollup._ROLLUPS[0], (0,))  # what the first version of write_batch did
     conn.execute("COMMIT")
     schema.migrations.apply(db)

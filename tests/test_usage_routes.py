@@ -212,6 +212,7 @@ async def test_log_filters(client):
     ("/api/usage/logs", {"key_id": "-1"}, "key_id"),
     ("/api/usage/logs", {"model": ""}, "model"),
     ("/api/usage/logs", {"to": "2025-11-26T25:00"}, "to"),
+    ("/api/usage/logs", {"from": "2025-11-26", "to": "2025-11-25"}, "from"),
     ("/api/usage/logs", {"group_by": "day"}, "group_by"),
 ])
 async def test_bad_query_parameters_are_400_naming_the_parameter(client, path, params, param):

@@ -49,7 +49,8 @@ def test_embeddings_input_shapes():
 
 def test_malformed_bodies_count_nothing_instead_of_raising():
     assert estimate_prompt_tokens("chat", {"messages": "hi"}) == 0
-    assert estimate_prompt_tokens("chat", {"messages": [None, 3, {"content": 5}]}) == REPLY_PRIMER + MESSAGE_OVERHEAD
+    odd = {"messages": [None, 3, {"content": 5}]}
+    assert estimate_prompt_tokens("chat", odd) == REPLY_PRIMER + MESSAGE_OVERHEAD
     assert estimate_prompt_tokens("completions", {"prompt": {"a": 1}}) == 0
     assert estimate_prompt_tokens("embeddings", {}) == 0
     assert estimate_prompt_tokens("images", {"prompt": "x"}) == 0

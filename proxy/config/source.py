@@ -112,7 +112,9 @@ def managed_file_for(path: str) -> str:
 # Sections whose entries from several files are concatenated or merged by key;
 # any other section must be written in one file only.
 LIST_SECTIONS = {"upstreams", "routing"}
-MAP_SECTIONS = {"models", "plans"}
+# upstream_overrides merges so a hand-written file and the managed file can
+# each switch off their own servers.
+MAP_SECTIONS = {"models", "plans", "upstream_overrides"}
 
 
 def read_source(path: str) -> Source:

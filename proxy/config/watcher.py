@@ -50,7 +50,7 @@ class ConfigWatcher:
     # -- what to watch ---------------------------------------------------------------
 
     def folder(self) -> str:
-        path = os.path.abspath(self.holder.path)
+        path = os.path.realpath(self.holder.path)
         return path if os.path.isdir(path) else os.path.dirname(path)
 
     def is_config_file(self, path: str) -> bool:
@@ -58,11 +58,14 @@ class ConfigWatcher:
         name = os.path.basename(path)
         if name == _K8S_SWAP:
             return True
-        config = os.path.abspath(self.holder.path)
+        config = self.holder.path
         if os.path.isdir(config):
-            return os.path.dirname(os.path.abspath(path)) == config and \
+            return _folder_of(path) == os.path.realpath(config) and \
                 name.endswith((".yaml", ".yml")) and not name.startswith(".")
-        return os.path.abspath(path) in (config, os.path.abspath(managed_file_for(config)))
+        # Compare folder and name, not resolved files: the config file may be
+        # a symlink whose target changes, and a deleted file resolves to nothing.
+        key = (_folder_of(path), name)
+        return key in {(_folder_of(f), os.path.basename(f)) for f in (config, managed_file_for(config))}
 
     def _filter(self, change: watchfiles.Change, path: str) -> bool:
         return self.is_config_file(path)
@@ -138,6 +141,11 @@ class ConfigWatcher:
         if self.sighup_installed and self._loop is not None:
             self._loop.remove_signal_handler(signal.SIGHUP)
             self.sighup_installed = False
+
+
+def _folder_of(path: str) -> str:
+    # Some platforms report events under the resolved path (macOS: /private/tmp).
+    return os.path.realpath(os.path.dirname(os.path.abspath(path)))
 
 
 WATCHER: web.AppKey[ConfigWatcher] = web.AppKey("config_watcher", ConfigWatcher)

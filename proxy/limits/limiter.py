@@ -78,8 +78,8 @@ class _Subject:
         self.max_concurrent: int | None = None
         self.quota: QuotaLimits | None = None
         self.usage = QuotaUsage(day, month)
-        # Open reservations here: the concurrency count for a key, and for
-        # both a guard that keeps `prune` from dropping state still referenced.
+        # Open reservations pointing here. On a key it is the concurrency
+        # count; on both it keeps `prune` from dropping state still in use.
         self.inflight = 0
 
     def idle(self, now: float, month: int) -> bool:
@@ -398,12 +398,14 @@ class Limiter:
                 _tighten_requests(r, q.requests_day, q.requests_day - u.requests_day,
                                   cal.day.end - now)
             if q.requests_month is not None:
-                _tighten_requests(r, q.requests_month, q.requests_month - u.requests_month,
+                _tighten_requests(r, q.requests_month,
+                                  q.requests_month - u.requests_before - u.requests_day,
                                   cal.month.end - now)
             if q.tokens_day is not None:
                 _tighten_tokens(r, q.tokens_day, q.tokens_day - u.tokens_day, cal.day.end - now)
             if q.tokens_month is not None:
-                _tighten_tokens(r, q.tokens_month, q.tokens_month - u.tokens_month,
+                _tighten_tokens(r, q.tokens_month,
+                                q.tokens_month - u.tokens_before - u.tokens_day,
                                 cal.month.end - now)
 
     def _headers_now(self, now, user, key, a, b) -> dict[str, str]:

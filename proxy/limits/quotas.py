@@ -107,23 +107,30 @@ class QuotaUsage:
         """The first quota one more request of this size would break, or None.
 
         A reservation larger than a whole quota is judged as the quota itself,
-        so a fresh window still admits it once instead of never.
+        so a fresh window still admits it once instead of never. (The checks
+        are spelled out rather than looped: this runs on every request.)
         """
         limit = limits.requests_day
         if limit is not None and self.requests_day >= limit:
             return "requests_day"
         limit = limits.tokens_day
-        if limit is not None and _over(self.tokens_day, tokens, limit):
-            return "tokens_day"
+        if limit is not None:
+            used = self.tokens_day
+            if used >= limit or used + (tokens if tokens < limit else limit) > limit:
+                return "tokens_day"
         limit = limits.requests_month
         if limit is not None and self.requests_before + self.requests_day >= limit:
             return "requests_month"
         limit = limits.tokens_month
-        if limit is not None and _over(self.tokens_before + self.tokens_day, tokens, limit):
-            return "tokens_month"
+        if limit is not None:
+            used = self.tokens_before + self.tokens_day
+            if used >= limit or used + (tokens if tokens < limit else limit) > limit:
+                return "tokens_month"
         limit = limits.budget_nano
-        if limit is not None and _over(self.cost_month, cost, limit):
-            return "budget"
+        if limit is not None:
+            used = self.cost_month
+            if used >= limit or used + (cost if cost < limit else limit) > limit:
+                return "budget"
         return None
 
     def reserve(self, tokens: int, cost: int) -> None:
@@ -164,12 +171,6 @@ class QuotaUsage:
         return self.month != month or not (
             self.requests_day or self.tokens_day or self.requests_before
             or self.tokens_before or self.cost_month)
-
-
-def _over(used: int, wanted: int, limit: int) -> bool:
-    if used >= limit:
-        return True
-    return used + (wanted if wanted < limit else limit) > limit
 
 
 # which -> (title, limit field, usage field, unit)

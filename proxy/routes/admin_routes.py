@@ -24,18 +24,12 @@ from ..config import managed
 from ..config.holder import ConfigHolder, ReloadResult
 from ..config.snapshot import Snapshot, UpstreamConfig
 from ..config.source import managed_file_for
-from ..errors import BodyTooLarge, GatewayError, InvalidRequest, NotFound
+from ..errors import BodyTooLarge, InvalidRequest, NotFound, PreconditionFailed
 
 log = logging.getLogger("bluesminds.admin")
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_EVENTS = 100
-
-
-class PreconditionFailed(GatewayError):
-    status = 412
-    type = "invalid_request_error"
-    code = "precondition_failed"
 
 
 class ConfigRejected(InvalidRequest):
@@ -87,6 +81,9 @@ class FleetEvents:
         # The monitor has logged this already; here it only joins the history.
         self.record(state, upstream=name)
 
+    def on_saturated(self, model: str) -> None:
+        self.record("saturated", model=model)
+
     def recent(self) -> list[dict[str, Any]]:
         return list(self._events)
 
@@ -118,9 +115,11 @@ async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
     health = app.get(HEALTH)
     if health is not None:
         health.on_change.append(events.on_health)
+        health.on_saturated.append(events.on_saturated)
     yield
     if health is not None:
         health.on_change.remove(events.on_health)
+        health.on_saturated.remove(events.on_saturated)
 
 
 # -- config -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from ..appkeys import CLOCK, STORE
@@ -53,7 +54,7 @@ async def usage_stats(request: web.Request) -> web.Response:
         )
     result = await stats(request.app[STORE], StatsQuery(first.isoformat(), last.isoformat(),
                                                         group_by, user_id))
-    return web.json_response({
+    return _json({
         "object": "usage.stats",
         "group_by": group_by,
         "from": first.isoformat(),
@@ -77,6 +78,8 @@ async def usage_logs(request: web.Request) -> web.Response:
         moment, whole_day = _time_param(params, "to")
         # A date means "through the end of that day"; an instant is included itself.
         until = moment + _DAY if whole_day else math.nextafter(moment, math.inf)
+    if since is not None and until is not None and since >= until:
+        raise InvalidRequest("'from' is not before 'to'; swap them.", param="from")
     model = params.get("model")
     if model is not None and not (0 < len(model) <= 256):
         raise InvalidRequest("model must be a model name of 1 to 256 characters.", param="model")
@@ -94,7 +97,7 @@ async def usage_logs(request: web.Request) -> web.Response:
     rows, has_more = await logs(request.app[STORE], query)
     data = [_log_entry(row, show_upstream=caller_is_admin) for row in rows]
     last = rows[-1] if rows else None
-    return web.json_response({
+    return _json({
         "object": "list",
         "data": data,
         "has_more": has_more,
@@ -246,6 +249,10 @@ def _log_entry(row: dict[str, Any], *, show_upstream: bool) -> dict[str, Any]:
         # Which server answered is the operator's business, not the tenant's.
         entry["upstream"] = row["upstream"]
     return entry
+
+
+def _json(value: dict[str, Any]) -> web.Response:
+    return web.Response(body=orjson.dumps(value), content_type="application/json")
 
 
 def _now(request: web.Request) -> float:

@@ -25,6 +25,8 @@ from ..config.snapshot import HealthSettings, Snapshot, UpstreamConfig
 
 log = logging.getLogger("bluesminds.health")
 
+SATURATION_REPORT_EVERY = 10.0  # seconds
+
 HEALTHY = "healthy"
 DOWN = "down"
 EJECTED = "ejected"
@@ -64,6 +66,8 @@ class HealthMonitor:
         self._settings = HealthSettings()
         self._wake = asyncio.Event()
         self.on_change: list[Callable[[str, str], None]] = []  # (name, new state)
+        self.on_saturated: list[Callable[[str], None]] = []  # (model)
+        self._saturation_reported: dict[str, float] = {}
 
     # -- config ------------------------------------------------------------
 
@@ -77,10 +81,6 @@ class HealthMonitor:
                 fresh[upstream.name] = old
             else:
                 fresh[upstream.name] = UpstreamHealth(upstream.name, upstream.url)
-                if self._table:
-                    log.info("upstream joined: %s (%s)", upstream.name, upstream.url)
-        for name in self._table.keys() - fresh.keys():
-            log.info("upstream left: %s", name)
         self._table = fresh
 
     # -- hot path ----------------------------------------------------------
@@ -90,13 +90,17 @@ class HealthMonitor:
 
     def available(self, upstream: UpstreamConfig, now: float) -> bool:
         h = self._table.get(upstream.name)
-        if h is None or not h.up or now < h.ejected_until:
+        if h is None:
+            # A request still on the snapshot before a reload that removed this
+            # upstream: nothing is known against it, so let it finish its work.
+            return True
+        if not h.up or now < h.ejected_until:
             return False
         return upstream.max_concurrent is None or h.in_flight < upstream.max_concurrent
 
     def alive(self, name: str, now: float) -> bool:
         h = self._table.get(name)
-        return h is not None and h.up and now >= h.ejected_until
+        return h is None or (h.up and now >= h.ejected_until)
 
     def started(self, name: str) -> None:
         h = self._table.get(name)
@@ -137,7 +141,15 @@ class HealthMonitor:
             self._notify(name, EJECTED)
 
     def saturated(self, model: str, now: float) -> None:
+        """Every upstream of `model` is at its max_concurrent: the operator should add capacity.
+        Reported at most once per SATURATION_REPORT_EVERY per model, however many requests see it."""
+        last = self._saturation_reported.get(model)
+        if last is not None and now - last < SATURATION_REPORT_EVERY:
+            return
+        self._saturation_reported[model] = now
         log.warning("every upstream serving %s is at its max_concurrent: add capacity", model)
+        for callback in self.on_saturated:
+            callback(model)
 
     # -- active probes -----------------------------------------------------
 

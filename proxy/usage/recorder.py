@@ -9,6 +9,11 @@ kill loses at most one interval.
 Nothing is ever dropped:
 - A batch that fails to write stays at the head of the queue and is retried
   with exponential backoff (50 ms doubling to 5 s); rows keep queueing behind it.
+- Unless the failure comes from a row itself (a NOT NULL value missing, a type
+  SQLite cannot store): retrying could never succeed and would block every row
+  behind it, so the batch is written again without the rows the database
+  refuses, and those are appended to a `.usage-rejected.jsonl` file beside the
+  database and logged, for a person to look at.
 - `queue_size` is a soft bound. Past it, `record()` still accepts the row (the
   alternative is losing billing data or blocking the request path), logs a
   warning once per crossing, and `saturated` turns true so the gateway can shed
@@ -34,7 +39,7 @@ from ..appkeys import CONFIG, STORE
 from ..config.snapshot import DatabaseSettings
 from ..store import Database
 from .record import COLUMNS, UsageRecord
-from .rollup import write_batch
+from .rollup import DATA_ERRORS, write_batch, write_batch_salvaging
 
 log = logging.getLogger("bluesminds.usage")
 
@@ -54,6 +59,7 @@ class UsageRecorder:
         *,
         settings: Callable[[], DatabaseSettings] = DatabaseSettings,
         spill_path: str | None = None,
+        rejected_path: str | None = None,
         drain_timeout: float = 10.0,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -62,6 +68,7 @@ class UsageRecorder:
         self._db = db
         self._settings = settings
         self._spill_path = spill_path
+        self._rejected_path = rejected_path
         self._drain_timeout = drain_timeout
         self._sleep = sleep
         self._pending: deque[UsageRecord] = deque()
@@ -75,7 +82,8 @@ class UsageRecorder:
         self.accepted = 0
         self.written = 0
         self.batches = 0
-        self.failed_batches = 0
+        self.failed_batches = 0  # write attempts that failed
+        self.rejected = 0  # rows the database refused, set aside in the rejected file
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # -- hot path ------------------------------------------------------------
@@ -166,8 +174,13 @@ class UsageRecorder:
                 count = self._spilled_rows  # the spill file goes in alone, then is deleted
             batch = [self._pending[i] for i in range(count)]
             try:
-                await self._db.write(lambda conn: write_batch(conn, batch))
-            except Exception as exc:  # noqa: BLE001 - any failure means "try again later"
+                try:
+                    await self._db.write(lambda conn: write_batch(conn, batch))
+                except DATA_ERRORS as exc:
+                    self.failed_batches += 1
+                    refused = await self._db.write(lambda conn: write_batch_salvaging(conn, batch))
+                    self._reject(refused, exc)
+            except Exception as exc:  # noqa: BLE001 - any other failure means "try again later"
                 self.failed_batches += 1
                 now = loop.time()
                 failing_since = now if failing_since is None else failing_since
@@ -207,7 +220,7 @@ class UsageRecorder:
                 still.append((target, waiter))
         self._waiters = still
 
-    # -- spill file ----------------------------------------------------------
+    # -- files beside the database ------------------------------------------
 
     def _spill(self, records) -> None:
         if not records:
@@ -215,11 +228,20 @@ class UsageRecorder:
         if self._spill_path is None:
             log.error("%d usage rows lost: no spill file for an in-memory database", len(records))
             return
-        with open(self._spill_path, "ab") as f:
-            for rec in records:
-                f.write(orjson.dumps(dict(zip(COLUMNS, rec.as_row()))) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _append_rows(self._spill_path, records)
+
+    def _reject(self, refused: list[tuple[UsageRecord, str]], cause: Exception) -> None:
+        self.rejected += len(refused)
+        for rec, reason in refused:
+            log.error("usage row %s refused by the database (%s); kept in %s",
+                      rec.request_id, reason, self._rejected_path or "the log only")
+        if self._rejected_path is None:
+            for rec, _ in refused:
+                log.error("refused usage row: %s", _row_json(rec).decode())
+        elif refused:
+            _append_rows(self._rejected_path, [rec for rec, _ in refused])
+        if not refused:
+            log.warning("usage batch failed (%s) but every row was accepted one by one", cause)
 
     def _load_spill(self) -> None:
         if self._spill_path is None or not os.path.exists(self._spill_path):
@@ -249,11 +271,27 @@ class UsageRecorder:
             pass
 
 
+def _row_json(rec: UsageRecord) -> bytes:
+    return orjson.dumps(dict(zip(COLUMNS, rec.as_row())), default=repr)
+
+
+def _append_rows(path: str, records) -> None:
+    with open(path, "ab") as f:
+        for rec in records:
+            f.write(_row_json(rec) + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 USAGE: web.AppKey[UsageRecorder] = web.AppKey("usage_recorder", UsageRecorder)
 
 
 def spill_path_for(db_path: str) -> str | None:
     return None if db_path == ":memory:" else db_path + ".usage-spill.jsonl"
+
+
+def rejected_path_for(db_path: str) -> str | None:
+    return None if db_path == ":memory:" else db_path + ".usage-rejected.jsonl"
 
 
 def setup(app: web.Application) -> None:
@@ -266,6 +304,7 @@ def setup(app: web.Application) -> None:
             db,
             settings=lambda: holder.current.database,
             spill_path=spill_path_for(db.path),
+            rejected_path=rejected_path_for(db.path),
         )
         app[USAGE] = recorder
         await recorder.start()

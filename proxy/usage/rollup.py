@@ -16,7 +16,13 @@ from typing import Iterable, Sequence
 from .record import COLUMNS, UsageRecord
 from .schema import LATENCY_BOUNDS_MS, SUM_COLUMNS
 
-_INSERT = (
+# Errors that come from the rows themselves, not from the database's state:
+# retrying the same batch can never succeed.
+DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+               sqlite3.DataError, OverflowError, ValueError, TypeError)
+MAX_TS = 253402300800.0  # year 10000, the end of what date() can name
+
+INSERT = (
     f"INSERT INTO usage ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
@@ -62,9 +68,31 @@ def write_batch(conn: sqlite3.Connection, records: Sequence[UsageRecord]) -> Non
     # Inside the writer's transaction nobody else inserts, and rowids continue
     # from the current maximum, so every row above it is from this batch.
     (last_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM usage").fetchone()
-    conn.executemany(_INSERT, [r.as_row() for r in records])
+    conn.executemany(INSERT, [r.as_row() for r in records])
     for sql in _ROLLUPS:
         conn.execute(sql, (last_id,))
+
+
+def write_batch_salvaging(conn: sqlite3.Connection,
+                          records: Sequence[UsageRecord]) -> list[tuple[UsageRecord, str]]:
+    """Like write_batch, but a row the database refuses is left out instead of failing
+    the batch. Returns the refused rows with the reason. Call inside one transaction."""
+    (last_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM usage").fetchone()
+    refused: list[tuple[UsageRecord, str]] = []
+    for rec in records:
+        if not isinstance(rec.ts, (int, float)) or not 0 <= rec.ts < MAX_TS:
+            refused.append((rec, f"ts {rec.ts!r} is not a unix time"))  # it would have no UTC day
+            continue
+        conn.execute("SAVEPOINT usage_row")
+        try:
+            conn.execute(INSERT, rec.as_row())
+        except DATA_ERRORS as exc:
+            conn.execute("ROLLBACK TO usage_row")
+            refused.append((rec, str(exc)))
+        conn.execute("RELEASE usage_row")
+    for sql in _ROLLUPS:
+        conn.execute(sql, (last_id,))
+    return refused
 
 
 def rebuild_rollups(conn: sqlite3.Connection) -> None:

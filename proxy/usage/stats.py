@@ -76,6 +76,10 @@ def usage_stats(conn: sqlite3.Connection, q: StatsQuery) -> dict[str, Any]:
     return {"data": data, "total": _summary(total)}
 
 
+async def stats(db: Database, q: StatsQuery) -> dict[str, Any]:
+    return await db.read(lambda conn: usage_stats(conn, q))
+
+
 def _summary(sums: tuple | list) -> dict[str, Any]:
     requests, errors, prompt, completion, tokens, cost, latency_sum, latency_max = sums[:8]
     return {
@@ -101,11 +105,17 @@ _LOG_COLUMNS = (
 def usage_logs(conn: sqlite3.Connection, q: LogsQuery) -> tuple[list[dict[str, Any]], bool]:
     """One page, newest first, and whether an older page exists."""
     sql, args = logs_sql(q)
-    rows = [dict(row) for row in conn.execute(sql, args)]
+    cursor = conn.execute(sql, args)
+    names = [d[0] for d in cursor.description]
+    rows = [dict(zip(names, row)) for row in cursor]
     for row in rows:
         for flag in ("estimated", "partial", "stream"):
             row[flag] = bool(row[flag])
     return rows[: q.limit], len(rows) > q.limit
+
+
+async def logs(db: Database, q: LogsQuery) -> tuple[list[dict[str, Any]], bool]:
+    return await db.read(lambda conn: usage_logs(conn, q))
 
 
 def logs_sql(q: LogsQuery) -> tuple[str, list[Any]]:
@@ -159,7 +169,8 @@ async def key_stats(db: Database, user_id: int, key_ids: Iterable[int], *,
     return await db.read(lambda conn: _key_stats(conn, user_id, ids, since))
 
 
-def _key_stats(conn: sqlite3.Connection, user_id: int, ids: list[int], since: str) -> dict[int, dict[str, Any]]:
+def _key_stats(conn: sqlite3.Connection, user_id: int, ids: list[int],
+               since: str) -> dict[int, dict[str, Any]]:
     result = {k: _empty_key_stats() for k in ids}
     if not ids:
         return result
@@ -186,14 +197,6 @@ def _key_stats(conn: sqlite3.Connection, user_id: int, ids: list[int], since: st
 def _empty_key_stats() -> dict[str, Any]:
     return {"requests": 0, "tokens": 0, "cost": 0.0,
             "last_30d": {"requests": 0, "tokens": 0, "cost": 0.0}, "last_used": None}
-
-
-async def stats(db: Database, q: StatsQuery) -> dict[str, Any]:
-    return await db.read(lambda conn: usage_stats(conn, q))
-
-
-async def logs(db: Database, q: LogsQuery) -> tuple[list[dict[str, Any]], bool]:
-    return await db.read(lambda conn: usage_logs(conn, q))
 
 
 def period_summary(conn: sqlite3.Connection, day: str) -> list[dict[str, Any]]:
