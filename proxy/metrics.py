@@ -31,6 +31,11 @@ from .usage.recorder import USAGE
 # Seconds; LLM calls run from tens of milliseconds (embeddings) to minutes (long streams).
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 HEALTHY_STATES = frozenset({"healthy", "up"})
+# A model name can come from the client (a request for a model that does not
+# exist), so the label sets are capped: past the cap, new names count as OTHER
+# instead of growing memory and the scrape without bound.
+MAX_LABEL_SETS = 5_000
+OTHER = "_other"
 
 
 class Metrics:
@@ -61,6 +66,11 @@ class Metrics:
         key = (route, status, model, upstream)
         children = self._request_children.get(key)
         if children is None:
+            if len(self._request_children) >= MAX_LABEL_SETS:
+                model = OTHER
+                key = (route, status, model, upstream)
+                children = self._request_children.get(key)
+        if children is None:
             children = self._request_children[key] = (
                 self._requests.labels(route, str(status), model, upstream or ""),
                 self._latency.labels(route, model),
@@ -70,6 +80,9 @@ class Metrics:
 
     def observe_tokens(self, model: str, prompt: int, completion: int) -> None:
         children = self._token_children.get(model)
+        if children is None and len(self._token_children) >= MAX_LABEL_SETS:
+            model = OTHER
+            children = self._token_children.get(model)
         if children is None:
             children = self._token_children[model] = (
                 self._tokens.labels(model, "prompt"), self._tokens.labels(model, "completion"))

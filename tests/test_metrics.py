@@ -110,3 +110,16 @@ def test_setup_follows_the_health_monitors_state_changes():
     for callback in app[HEALTH].on_change:
         callback("a", "ejected")
     assert b'bluesminds_upstream_health{state="ejected",upstream="a"} 1.0' in app[METRICS].render()
+
+
+def test_client_chosen_model_names_cannot_grow_the_series_without_bound(monkeypatch):
+    monkeypatch.setattr(metrics_module, "MAX_LABEL_SETS", 3)
+    m = Metrics()
+    for i in range(10):
+        m.observe_request("chat", 404, f"no-such-model-{i}", None, 0.001)
+        m.observe_tokens(f"no-such-model-{i}", 1, 0)
+    got = samples(m.render().decode())
+    requests = {labels: v for (name, labels), v in got.items() if name == "bluesminds_requests_total"}
+    assert len(requests) == 4
+    assert requests[(("model", "_other"), ("route", "chat"), ("status", "404"), ("upstream", ""))] == 7
+    assert got[("bluesminds_tokens_total", (("kind", "prompt"), ("model", "_other")))] == 7

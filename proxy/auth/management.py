@@ -149,9 +149,13 @@ async def admin_guard(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Every route under /api/admin/ is for admins, whoever registered it."""
+    await guard_admin_path(request)
+    return await handler(request)
+
+
+async def guard_admin_path(request: web.Request) -> None:
     if request.path.startswith("/api/admin/") or request.path == "/api/admin":
         await require_admin(request)
-    return await handler(request)
 
 
 # -- CSRF ---------------------------------------------------------------------------

@@ -10,9 +10,11 @@ read once, at the top, and used to the end of the request.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import re
+import secrets
 import time
-import uuid
 
 import orjson
 from aiohttp import web
@@ -29,19 +31,23 @@ from ..upstream.sse import SSERelay, error_event
 from ..upstream.usage_bytes import extract_usage, usage_tokens
 from ..usage.record import UsageRecord
 from ..usage.recorder import USAGE
-from ..usage.tokens import estimate_prompt_tokens, estimate_text_tokens
+from ..usage.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
 
 log = logging.getLogger("bluesminds.access")
 
-_SAFE_REQUEST_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Generated ids: a random per-process prefix and a counter. Unique across
+# restarts and processes without a syscall or a uuid per request.
+_ID_PREFIX = "req_" + secrets.token_hex(6)
+_id_counter = itertools.count(1)
 
 
 def request_id_of(request: web.Request) -> str:
     """The client's x-request-id when it is short and plain, else a new one."""
     given = request.headers.get("x-request-id")
-    if given and len(given) <= 128 and all(c in _SAFE_REQUEST_ID for c in given):
+    if given and _SAFE_REQUEST_ID.fullmatch(given):
         return given
-    return "req_" + uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_id_counter):08x}"
 
 
 class _Call:
@@ -163,17 +169,17 @@ async def _handle(request: web.Request, route: str) -> web.StreamResponse:
 
 def _complete(call: _Call, reply: UpstreamReply) -> web.Response:
     tokens = usage_tokens(extract_usage(reply.body))
-    estimated = False
+    estimated = tokens is None
     if tokens is None:
-        estimated = True
-        tokens = (estimate_prompt_tokens(call.route, call.parsed.body), 0, None)
+        tokens = (estimate_prompt_tokens(call.route, call.parsed.body),
+                  _tokens_for_chars(_answer_chars(reply.body)), None)
     call.ttfb = time.perf_counter() - call.started
     call.account(reply.status, tokens=tokens, estimated=estimated)
-    headers = {"x-request-id": call.request_id, "x-bluesminds-upstream": reply.upstream.name}
-    headers.update(call.rl_headers)
-    response = web.Response(status=reply.status, body=reply.body, headers=headers)
-    response.content_type = "application/json"
-    return response
+    headers = call.rl_headers  # a fresh dict per request, ours to extend
+    headers["Content-Type"] = "application/json"
+    headers["x-request-id"] = call.request_id
+    headers["x-bluesminds-upstream"] = reply.upstream.name
+    return web.Response(status=reply.status, body=reply.body, headers=headers)
 
 
 async def _relay_stream(request: web.Request, call: _Call, reply: UpstreamReply) -> web.StreamResponse:
@@ -227,14 +233,30 @@ def _account_stream(call: _Call, relay: SSERelay, outcome: str) -> None:
     if tokens is None:
         # A partial stream is billed for what was delivered.
         tokens = (estimate_prompt_tokens(call.route, call.parsed.body),
-                  estimate_text_tokens_from_chars(relay.content_chars), None)
+                  _tokens_for_chars(relay.content_chars), None)
     status = 200 if outcome == "done" else (499 if outcome == "client_left" else 502)
     call.account(status, tokens=tokens, estimated=estimated, partial=outcome != "done",
                  error_type=None if outcome == "done" else outcome)
 
 
-def estimate_text_tokens_from_chars(chars: int) -> int:
-    return estimate_text_tokens("x" * chars) if chars else 0
+def _tokens_for_chars(chars: int) -> int:
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+def _answer_chars(body: bytes) -> int:
+    """Characters of generated text in a non-stream answer that came without usage."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return 0
+    total = 0
+    for choice in (parsed.get("choices") or []) if isinstance(parsed, dict) else []:
+        if isinstance(choice, dict):
+            message = choice.get("message")
+            text = message.get("content") if isinstance(message, dict) else choice.get("text")
+            if isinstance(text, str):
+                total += len(text)
+    return total
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -96,12 +96,26 @@ class Forwarder:
         self.balancer = balancer
         self.health = health
         self.budget = budget
+        self._timeouts: dict[tuple, aiohttp.ClientTimeout] = {}
 
     def _headers(self, upstream: UpstreamConfig, request_id: str) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "x-request-id": request_id}
         if upstream.api_key:
             headers["Authorization"] = f"Bearer {upstream.api_key}"
         return headers
+
+    def _timeout(self, upstream: UpstreamConfig, stream: bool) -> aiohttp.ClientTimeout:
+        """One ClientTimeout per distinct setting, not one per request."""
+        key = (upstream.timeouts, stream)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            t = upstream.timeouts
+            # sock_read bounds the wait for the response to start and, in a
+            # stream, every gap between chunks; total bounds a whole answer.
+            timeout = aiohttp.ClientTimeout(total=None if stream else t.total, connect=t.connect,
+                                            sock_read=t.first_byte)
+            self._timeouts[key] = timeout
+        return timeout
 
     async def send(self, snapshot: Snapshot, model: ModelConfig, parsed: ParsedRequest,
                    request_id: str) -> UpstreamReply:
@@ -152,8 +166,7 @@ class Forwarder:
     async def _attempt(self, upstream: UpstreamConfig, model: ModelConfig, path: str, body: bytes,
                        stream: bool, request_id: str) -> UpstreamReply | GatewayError:
         t = upstream.timeouts
-        timeout = aiohttp.ClientTimeout(total=None if stream else t.total, connect=t.connect,
-                                        sock_read=t.first_byte)
+        timeout = self._timeout(upstream, stream)
         started = time.monotonic()
         name = upstream.name
         self.health.started(name)

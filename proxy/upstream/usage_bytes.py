@@ -23,19 +23,18 @@ def extract_usage(body: bytes) -> dict[str, Any] | None:
     colon = body.find(b":", at + len(_KEY))
     if start < 0 or colon < 0 or body[colon + 1:start].strip():
         return None  # `"usage": null` or something that is not an object
-    depth = 0
-    for i in range(start, len(body)):
-        c = body[i]
-        if c == 123:  # {
-            depth += 1
-        elif c == 125:  # }
-            depth -= 1
-            if depth == 0:
-                try:
-                    value = orjson.loads(body[start:i + 1])
-                except orjson.JSONDecodeError:
-                    break
-                return value if isinstance(value, dict) else None
+    # The object ends at the first '}' after which the braces balance; usage
+    # objects nest at most a level or two, so this is a few C-speed scans.
+    end = body.find(b"}", start)
+    while end > 0:
+        segment = body[start:end + 1]
+        if segment.count(b"{") == segment.count(b"}"):
+            try:
+                value = orjson.loads(segment)
+            except orjson.JSONDecodeError:
+                break
+            return value if isinstance(value, dict) else None
+        end = body.find(b"}", end + 1)
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:

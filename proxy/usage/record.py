@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from operator import attrgetter
 
-ROUTES = ("chat", "completions", "embeddings")
-
-
 @dataclass(slots=True)
 class UsageRecord:
     ts: float  # unix seconds; the UTC day it falls on is the day it is billed to

@@ -44,8 +44,9 @@ from .rollup import DATA_ERRORS, write_batch, write_batch_salvaging
 log = logging.getLogger("bluesminds.usage")
 
 # A backlog drains in batches of at most this many rows, so one transaction never
-# holds the writer (and the key and session writes queued behind it) for long.
-MAX_BATCH_ROWS = 10_000
+# holds the writer (and the key and session writes queued behind it) for long;
+# bench/usage_bench.py also finds this size the fastest in rows per second.
+MAX_BATCH_ROWS = 2_000
 FIRST_BACKOFF = 0.05
 MAX_BACKOFF = 5.0
 
@@ -131,7 +132,13 @@ class UsageRecorder:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            await self._task
+            try:
+                await self._task
+            except Exception:
+                log.exception("usage recorder failed; keeping its %d queued rows in %s",
+                              len(self._pending), self._spill_path)
+                self._spill(list(self._pending)[self._spilled_rows:])
+                self._pending.clear()
         self._stopped = True
 
     async def flush(self) -> None:
