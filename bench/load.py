@@ -66,9 +66,23 @@ class Interference:
         return max(0.0, foreign / elapsed) if elapsed > 0 else 0.0
 
 
+def wait_idle(procs: ProcessSet, *, window: float = 0.1, busy_below: float = 0.05, timeout: float = 10.0) -> None:
+    """Until the processes we started are idle: a proxy that fell far behind (LiteLLM at 64
+    clients) works through its backlog after wrk stops, on the core the next target uses."""
+    deadline = time.monotonic() + timeout
+    last = sum(cpu_seconds(p.pid) for p in procs.started)
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = sum(cpu_seconds(p.pid) for p in procs.started)
+        if now - last < busy_below * window:
+            return
+        last = now
+
+
 def measure_wrk(target: Target, scenario: str, script: str, *, connections: int, seconds: float,
                 rep: int, fake_urls: list[str], pin: bool, procs: ProcessSet) -> LoadSample:
     path, _ = wrk.SCENARIOS[scenario]
+    wait_idle(procs)
     before_hits = control.wait_quiet(fake_urls)
     before_cpu = cpu_seconds(target.proc.pid)
     interference = Interference(procs)
@@ -93,7 +107,8 @@ def _run_loop(coro):
 
 
 def measure_streams(target: Target, *, connections: int, streams: int, rep: int,
-                    fake_urls: list[str]) -> StreamSample:
+                    fake_urls: list[str], procs: ProcessSet) -> StreamSample:
+    wait_idle(procs)
     before_hits = control.wait_quiet(fake_urls)
     run = _run_loop(streaming.run_streams(
         target.base_url + "/v1/chat/completions", wrk.STREAM_BODY, target.headers(),

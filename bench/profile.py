@@ -30,8 +30,14 @@ def _short(frame: str) -> str:
     return f"{match.group('func')} ({path})"
 
 
+def _module(short_frame: str) -> str:
+    """"func (path)" -> "path"."""
+    return short_frame.rsplit(" (", 1)[-1].rstrip(")") if short_frame.endswith(")") else short_frame
+
+
 def summarize(raw: str, top: int = 15) -> str:
     self_time: Counter[str] = Counter()
+    by_module: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
@@ -46,13 +52,17 @@ def summarize(raw: str, top: int = 15) -> str:
         if not frames:
             continue
         self_time[frames[-1]] += n
+        by_module[_module(frames[-1])] += n
         for name in set(frames):
             inclusive[name] += n
     if not total:
         return "py-spy recorded no samples"
-    lines = [f"{total} samples; self = time in the function itself, total = with everything it called", "",
+    lines = [f"{total} samples; self = time in the function itself, total = with everything it called; "
+             "self time in Runner.run is uvloop's C code (the loop, socket reads and writes)", "",
              f"top {top} by self time:"]
     lines += [f"{n / total:6.1%}  {name}" for name, n in self_time.most_common(top)]
+    lines += ["", f"top {top} files by self time:"]
+    lines += [f"{n / total:6.1%}  {name}" for name, n in by_module.most_common(top)]
     lines += ["", f"top {top} by total time (entry points and event-loop plumbing left out):"]
     skip = ("_run_once", "run_forever", "_run (asyncio/events.py)", "run (asyncio/runners.py)", "<module>",
             "run_until_complete", "_run_module_as_main", "_run_code", "main (", "serve (", "invoke (",

@@ -28,6 +28,7 @@ class Results:
     micro: dict[str, str] = field(default_factory=dict)
     profile: str = ""
     elapsed_s: float = 0.0
+    retried: int = 0  # loads measured again because a neighbour was busy
     environment: list[str] = field(default_factory=list)
 
 
@@ -189,6 +190,9 @@ def render(results: Results) -> str:
                f"{s['seconds']:g} s per load; {'pinned: proxies on core 0, fakes and load generator on core 1' if s['pinned'] else 'NOT pinned'}; "
                f"total {results.elapsed_s / 60:.1f} min.")
     out += [f"{line}" for line in results.environment]
+    if results.retried:
+        out.append(f"{results.retried} load(s) were measured again because other processes were busy "
+                   f"meanwhile; the cleaner measurement is kept.")
     for target, why in results.skipped.items():
         out.append(f"**{target} did not run:** {why}")
     out.append("")

@@ -43,7 +43,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="One repetition, 2 s loads, smaller scale figures.")
     parser.add_argument("--reps", type=int, default=None, help="Repetitions (default 3, quick 1).")
-    parser.add_argument("--seconds", type=float, default=None, help="Seconds per wrk load (default 5, quick 2).")
+    parser.add_argument("--seconds", type=float, default=None, help="Seconds per wrk load (default 4, quick 2).")
+    parser.add_argument("--max-other-load", type=float, default=0.3,
+                        help="Measure a load again when other processes used more cores than this meanwhile.")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="Most such repeats in a run (default 12, quick 4).")
     parser.add_argument("--targets", default=",".join(ALL_TARGETS), help="Comma-separated subset of "
                         + ", ".join(ALL_TARGETS))
     parser.add_argument("--connections", default="1,16,64", help="wrk concurrencies.")
@@ -55,7 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--update-readme", action="store_true", help="Paste the report into bench/README.md.")
     args = parser.parse_args(argv)
     args.reps = args.reps or (1 if args.quick else 3)
-    args.seconds = args.seconds or (2.0 if args.quick else 5.0)
+    args.seconds = args.seconds or (2.0 if args.quick else 4.0)
+    args.retries = args.retries if args.retries is not None else (4 if args.quick else 12)
     args.profile_seconds = args.profile_seconds or (5 if args.quick else 10)
     args.keys = args.keys or (10_000 if args.quick else 100_000)
     args.targets = [t for t in args.targets.split(",") if t]
@@ -132,14 +137,15 @@ def _start_targets(args, procs: ProcessSet, workdir: str, pin: bool, results: Re
 
 def _measure(args, procs: ProcessSet, targets: list[Target], fakes: list[str], scripts: dict, pin: bool,
              results: Results) -> None:
-    stream_plan = {1: 10 if args.quick else 40, 16: 64 if args.quick else 320}
+    stream_plan = {1: 10 if args.quick else 25, 16: 64 if args.quick else 160}
     results.settings["stream_connections"] = list(stream_plan)
     _log("warming up every target")
     for target in targets:
         for scenario in wrk.SCENARIOS:
             wrk.run(target.base_url + wrk.SCENARIOS[scenario][0], scripts[(target.name, scenario)],
-                    connections=16, seconds=1 if args.quick else 2, cpu=LOAD_CORE if pin else None)
-        measure_streams(target, connections=4, streams=8, rep=0, fake_urls=fakes)
+                    connections=16, seconds=1 if args.quick else 1.5, cpu=LOAD_CORE if pin else None)
+        measure_streams(target, connections=4, streams=8, rep=0, fake_urls=fakes, procs=procs)
+    retries_left = args.retries
     for rep in range(1, args.reps + 1):
         # Rotate the order every repetition, so no target always runs right after the same one.
         shift = (rep - 1) % len(targets)
@@ -149,6 +155,18 @@ def _measure(args, procs: ProcessSet, targets: list[Target], fakes: list[str], s
                 for target in order:
                     sample = measure_wrk(target, scenario, scripts[(target.name, scenario)], connections=conns,
                                          seconds=args.seconds, rep=rep, fake_urls=fakes, pin=pin, procs=procs)
+                    # A neighbour busy on our cores spoils a figure; measure again, boundedly, keep the cleanest.
+                    for _ in range(2):
+                        if sample.foreign_cores <= args.max_other_load or retries_left <= 0:
+                            break
+                        retries_left -= 1
+                        _log(f"rep {rep} {target.name} {scenario} ×{conns}: other load "
+                             f"{sample.foreign_cores:.2f} cores; measuring again ({retries_left} retries left)")
+                        again = measure_wrk(target, scenario, scripts[(target.name, scenario)],
+                                            connections=conns, seconds=args.seconds, rep=rep, fake_urls=fakes,
+                                            pin=pin, procs=procs)
+                        sample = min(sample, again, key=lambda s: s.foreign_cores)
+                        results.retried += 1
                     results.samples.append(sample)
                     r = sample.result
                     _log(f"rep {rep} {target.name:8} {scenario:10} ×{conns:<3} {r.rps:8,.0f} req/s "
@@ -156,7 +174,8 @@ def _measure(args, procs: ProcessSet, targets: list[Target], fakes: list[str], s
                          f"non-2xx {r.non_2xx} hits {sample.hits}/{r.requests} other load {sample.foreign_cores:.2f} cores")
         for conns, streams in stream_plan.items():
             for target in order:
-                sample = measure_streams(target, connections=conns, streams=streams, rep=rep, fake_urls=fakes)
+                sample = measure_streams(target, connections=conns, streams=streams, rep=rep, fake_urls=fakes,
+                                         procs=procs)
                 results.streams.append(sample)
                 _log(f"rep {rep} {target.name:8} stream     ×{conns:<3} TTFB p50 {sample.ttfb_p50_ms:6.2f} ms "
                      f"p99 {sample.ttfb_p99_ms:6.2f} ms total p50 {sample.total_p50_ms:6.1f} ms "
@@ -196,12 +215,13 @@ def _scale(args, results: Results) -> None:
     results.scale["auth"] = _run_json(["-m", "bench.scale_auth", "--keys", str(args.keys), "--json"], 600)
     _log("scale: reload of 500 upstreams and 200 plans")
     results.scale["reload"] = _run_json(["-m", "bench.scale_reload", "--json",
-                                         "--rounds", "3" if args.quick else "5"], 300)
+                                         "--rounds", "3"], 300)
 
 
 def _micro_argv(name: str, quick: bool) -> list[str]:
     if not quick:
-        return []
+        # Its default (200,000 per scenario, best of 15) alone takes a minute.
+        return ["100000"] if name == "limiter_bench.py" else []
     return {"usage_bench.py": ["--rows", "100000", "--recorder-rows", "20000"],
             "limiter_bench.py": ["50000"], "auth_bench.py": ["--hits", "50000"]}.get(name, [])
 

@@ -91,11 +91,18 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     health = app[HEALTH]
     health.reconcile(holder.current)
     balancer = app[BALANCER]
+    gauges = app[metrics.METRICS]
+    for upstream in holder.current.upstreams:
+        gauges.set_upstream_health(upstream.name, "healthy")  # optimistic start, as the monitor's
 
     def on_reload(old, new) -> None:
         health.reconcile(new)
         balancer.reset()
         app[LIMITER].forget_plans(new.plans)
+        for name in old.upstream_by_name.keys() - new.upstream_by_name.keys():
+            gauges.forget_upstream(name)
+        for name in new.upstream_by_name.keys() - old.upstream_by_name.keys():
+            gauges.set_upstream_health(name, "healthy")
 
     holder.subscribe(on_reload)
     app[FORWARDER] = Forwarder(session, balancer, health, app[RETRY_BUDGET])

@@ -52,6 +52,16 @@ def coarse(r: UsageRecord) -> tuple:
     return (day_of(r.ts), r.served_model)
 
 
+def by_key(r: UsageRecord) -> tuple:
+    return (day_of(r.ts), r.user_id, r.key_id or 0)
+
+
+def assert_every_rollup_matches(db, records):
+    assert_matches(stored(db), reference(records))
+    assert_matches(stored(db, "usage_daily_model", "day, model"), reference(records, coarse))
+    assert_matches(stored(db, "usage_daily_key", "day, user_id, key_id"), reference(records, by_key))
+
+
 def reference(records, key=fine):
     groups = defaultdict(lambda: {"requests": 0, "forwarded": 0, "errors": 0, "prompt_tokens": 0,
                                   "completion_tokens": 0, "total_tokens": 0, "cost_usd": 0.0,
@@ -119,8 +129,7 @@ def loaded(tmp_path_factory):
 
 def test_incremental_rollups_equal_a_sum_over_the_raw_records(loaded):
     db, records = loaded
-    assert_matches(stored(db), reference(records))
-    assert_matches(stored(db, "usage_daily_model", "day, model"), reference(records, coarse))
+    assert_every_rollup_matches(db, records)
 
 
 def test_rebuild_produces_the_same_rollups(loaded):
@@ -132,8 +141,7 @@ def test_rebuild_produces_the_same_rollups(loaded):
     for key in before:
         assert before[key][:6] == after[key][:6] and before[key][8:] == after[key][8:]
         assert before[key][6] == pytest.approx(after[key][6], rel=1e-9)
-    assert_matches(after, reference(records))
-    assert_matches(stored(db, "usage_daily_model", "day, model"), reference(records, coarse))
+    assert_every_rollup_matches(db, records)
 
 
 def test_p95_lies_in_the_bucket_of_the_exact_nearest_rank_value(loaded):
@@ -223,7 +231,7 @@ async def test_key_stats_all_time_and_last_30_days(loaded):
                           "last_30d": {"requests": 0, "tokens": 0, "cost": 0.0}, "last_used": None}
 
 
-def test_the_day_model_rollup_is_backfilled_from_existing_daily_rollups(tmp_path):
+def test_coarser_rollups_are_backfilled_from_existing_daily_rollups(tmp_path):
     import sqlite3
 
     import sqlite_utils
@@ -239,11 +247,14 @@ def test_the_day_model_rollup_is_backfilled_from_existing_daily_rollups(tmp_path
     conn.execute(rollup._ROLLUPS[0], (0,))  # what the first version of write_batch did
     conn.execute("COMMIT")
     schema.migrations.apply(db)
-    table = {}
-    for row in conn.execute(f"SELECT day, model, requests, total_tokens, latency_ms_max, "
-                            f"{BUCKET_COLUMNS[-1]} FROM usage_daily_model"):
-        table[row[:2]] = row[2:]
-    expected = reference(records, coarse)
-    assert table == {k: (g["requests"], g["total_tokens"], g["latency_ms_max"], g["buckets"][-1])
-                     for k, g in expected.items()}
+    for table, keys, key in (("usage_daily_model", "day, model", coarse),
+                             ("usage_daily_key", "day, user_id, key_id", by_key)):
+        width = len(keys.split(","))
+        got = {}
+        for row in conn.execute(f"SELECT {keys}, requests, total_tokens, latency_ms_max, "
+                                f"{BUCKET_COLUMNS[-1]} FROM {table}"):
+            got[row[:width]] = row[width:]
+        expected = reference(records, key)
+        assert got == {k: (g["requests"], g["total_tokens"], g["latency_ms_max"], g["buckets"][-1])
+                       for k, g in expected.items()}
     conn.close()

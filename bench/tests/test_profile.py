@@ -11,6 +11,9 @@ def test_self_and_total_time_per_function_across_lines():
     text = summarize(RAW, top=3)
     lines = text.splitlines()
     assert lines[0].startswith("100 samples")
+    files = lines[lines.index("top 3 files by self time:") + 1:][:3]
+    assert files == [" 50.0%  proxy/upstream/forward.py", " 30.0%  proxy/auth/authenticator.py",
+                     " 20.0%  proxy/routes/openai_api.py"]
     self_part = lines[lines.index("top 3 by self time:") + 1:][:3]
     assert self_part == [" 50.0%  forward (proxy/upstream/forward.py)",
                          " 30.0%  authenticate (proxy/auth/authenticator.py)",

@@ -28,7 +28,7 @@ def test_quick_defaults_and_overrides():
     assert (args.reps, args.seconds, args.keys, args.targets, args.connections) == (
         1, 2.0, 10_000, ["bare", "gateway"], [1, 8])
     full = parse_args([])
-    assert (full.reps, full.seconds, full.keys) == (3, 5.0, 100_000)
+    assert (full.reps, full.seconds, full.keys) == (3, 4.0, 100_000)
 
 
 def test_unknown_target_is_refused(capsys):

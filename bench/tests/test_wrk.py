@@ -1,4 +1,5 @@
 import asyncio
+import shutil
 
 import pytest
 
@@ -59,6 +60,7 @@ def test_lua_script_refuses_a_body_that_ends_the_long_string():
         wrk.lua_script(b'{"a": "]==]"}', None)
 
 
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
 async def test_a_real_wrk_run_counts_what_it_sent(aiohttp_server, tmp_path):
     server = await aiohttp_server(create_fake_app(name="w"))
     script = wrk.write_script(str(tmp_path), "chat", wrk.CHAT_BODY, None)

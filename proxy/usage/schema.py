@@ -6,10 +6,10 @@ because a key was deleted a moment earlier.
 
 `usage_daily` holds one row per UTC day × user × key × model (key 0 stands for
 "no key": dashboard sessions and the admin key, since NULL cannot be part of
-the primary key). `usage_daily_model` holds the same counters per UTC day ×
-model only, so the admin's everyone-at-once views read a few hundred rows
-instead of one per user, key and model. Every counter is a plain sum, so a
-batch adds to it with one upsert and any range of days aggregates with SUM.
+the primary key); coarser rollups (see ROLLUP_KEYS) hold the same counters
+over fewer keys, for the views of everyone at once. Every counter is a plain
+sum, so a batch adds to it with one upsert and any range of days aggregates
+with SUM.
 Latency is kept as a sum (for the mean), a max, and a cumulative histogram:
 `lat_le_<ms>` counts requests that took at most that many milliseconds,
 Prometheus-style, so a p95 over any set of rollup rows is a SUM per bucket plus
@@ -101,25 +101,52 @@ def m001_usage_tables(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX usage_daily_user ON usage_daily (user_id, day)")
 
 
-@migrations()
-def m002_daily_model_rollup(db: sqlite_utils.Database) -> None:
+# Rollup tables and the columns they are keyed by. The first is the finest;
+# every other one is a sum of it over fewer keys, kept so that reading
+# everyone's usage at once does not add up one row per user, key and model:
+# usage_daily_key serves "everyone by user or key" and the quota totals,
+# usage_daily_model "everyone by day or model".
+ROLLUP_KEYS: dict[str, tuple[str, ...]] = {
+    "usage_daily": ("day", "user_id", "key_id", "model"),
+    "usage_daily_key": ("day", "user_id", "key_id"),
+    "usage_daily_model": ("day", "model"),
+}
+
+
+def sum_of_daily(table: str) -> str:
+    """SQL filling `table` from usage_daily: to backfill a new rollup, or rebuild one."""
+    keys = ", ".join(ROLLUP_KEYS[table])
+    sums = ", ".join(f"SUM({c})" for c in SUM_COLUMNS)
+    return (f"INSERT INTO {table} ({keys}, {', '.join(SUM_COLUMNS)}, latency_ms_max) "
+            f"SELECT {keys}, {sums}, MAX(latency_ms_max) FROM usage_daily GROUP BY {keys}")
+
+
+def _create_coarse_rollup(db: sqlite_utils.Database, table: str) -> None:
+    keys = ROLLUP_KEYS[table]
+    key_columns = "\n".join(
+        f"            {k} {'TEXT' if k in ('day', 'model') else 'INTEGER'} NOT NULL," for k in keys)
     counters = ",\n".join(
         f"            {c} {'REAL' if c in ('cost_usd', 'latency_ms_sum') else 'INTEGER'} NOT NULL DEFAULT 0"
         for c in SUM_COLUMNS
     )
     db.execute(
         f"""
-        CREATE TABLE usage_daily_model (
-            day TEXT NOT NULL,
-            model TEXT NOT NULL,
+        CREATE TABLE {table} (
+{key_columns}
 {counters},
             latency_ms_max REAL NOT NULL DEFAULT 0,
-            PRIMARY KEY (day, model)
+            PRIMARY KEY ({', '.join(keys)})
         ) WITHOUT ROWID
         """
     )
-    sums = ", ".join(f"SUM({c})" for c in SUM_COLUMNS)
-    db.execute(
-        f"INSERT INTO usage_daily_model (day, model, {', '.join(SUM_COLUMNS)}, latency_ms_max) "
-        f"SELECT day, model, {sums}, MAX(latency_ms_max) FROM usage_daily GROUP BY day, model"
-    )
+    db.execute(sum_of_daily(table))
+
+
+@migrations()
+def m002_daily_model_rollup(db: sqlite_utils.Database) -> None:
+    _create_coarse_rollup(db, "usage_daily_model")
+
+
+@migrations()
+def m003_daily_key_rollup(db: sqlite_utils.Database) -> None:
+    _create_coarse_rollup(db, "usage_daily_key")

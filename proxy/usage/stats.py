@@ -1,8 +1,8 @@
 """Read-side queries: aggregated stats from the rollups, log pages from raw rows.
 
 Stats never touch the raw table: one user's range of days costs a SUM over
-their days × keys × models rollup rows; everyone's by day or model reads the
-day × model rollup. Logs page newest first with a keyset cursor (ts, id) that
+their days × keys × models rollup rows; everyone's reads a coarser rollup,
+day × model or day × user × key. Logs page newest first with a keyset cursor (ts, id) that
 the (user_id, ts), (key_id, ts) and (ts) indexes serve in order, so page N
 costs the same as page 1.
 """
@@ -54,13 +54,13 @@ def usage_stats(conn: sqlite3.Connection, q: StatsQuery) -> dict[str, Any]:
     where = "day >= ? AND day <= ?"
     args: list[Any] = [q.first_day, q.last_day]
     if q.user_id is not None:
-        table = "usage_daily"
+        table = "usage_daily"  # through its (user_id, day) index
         where += " AND user_id = ?"
         args.append(q.user_id)
     elif q.group_by in ("day", "model"):
-        table = "usage_daily_model"  # everyone by day or model: no user/key rows to add up
+        table = "usage_daily_model"
     else:
-        table = "usage_daily"
+        table = "usage_daily_key"
     sql = (f"SELECT {column}, {_STAT_SUMS} FROM {table} WHERE {where} "
            f"GROUP BY {column} ORDER BY {column}")
     name = "key_id" if q.group_by == "key" else column

@@ -5,9 +5,9 @@ count is only known afterwards), and to account a response whose upstream sent
 no `usage` (a stream without `include_usage`, or one cut short).
 
 The heuristic is OpenAI's rule of thumb, one token per four characters of
-English text, rounded up. It needs no tokenizer, costs a `len()`, and lands
-within about ±25 % of tiktoken on prose and code; rows counted this way are
-marked `estimated` so nobody mistakes them for the upstream's figures. Bodies
+English text, rounded up. It needs no tokenizer and costs a `len()`; it is
+rough (code and non-English text can be far off), so rows counted this way
+are marked `estimated` and nobody mistakes them for the upstream's figures. Bodies
 are not validated here: anything of an unexpected shape counts as nothing
 rather than raising, since validation happens elsewhere and an estimate must
 never fail a request.
