@@ -1,9 +1,8 @@
 """Prometheus metrics, one registry per app, served at GET /metrics.
 
-The hot path pays for a dict lookup and one or two increments: label children
-are bound once per label combination and cached, because `.labels()` costs
-several times more than the increment itself. Values that already live
-elsewhere (the usage queue) are read only when Prometheus scrapes.
+The hot path pays for a dict lookup and a few integer additions; the
+Prometheus families are built only when scraped, and so are values that
+already live elsewhere (the usage queue).
 
 Series:
     bluesminds_requests_total{route,status,model,upstream}      counter
@@ -18,11 +17,12 @@ Series:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Iterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .appkeys import HEALTH
@@ -41,55 +41,42 @@ OTHER = "_other"
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._requests = Counter(
-            "bluesminds_requests", "Requests answered on /v1.",
-            ["route", "status", "model", "upstream"], registry=self.registry)
-        self._latency = Histogram(
-            "bluesminds_request_duration_seconds", "Time from request to the last byte of the answer.",
-            ["route", "model"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self._tokens = Counter(
-            "bluesminds_tokens", "Tokens accounted, by model and kind.",
-            ["model", "kind"], registry=self.registry)
-        self._rejections = Counter(
-            "bluesminds_limiter_rejections", "Requests refused by the limiter, by kind of limit.",
-            ["kind"], registry=self.registry)
+        self._traffic = _Traffic()
+        self.registry.register(self._traffic)
         self._health = _UpstreamHealth()
         self.registry.register(self._health)
-        self._request_children: dict[tuple, tuple] = {}
-        self._token_children: dict[str, tuple] = {}
-        self._rejection_children: dict[str, object] = {}
 
     # -- hot path ----------------------------------------------------------------
+    # Plain dict and list arithmetic: the event loop is the only writer, so the
+    # locks prometheus_client's own counters take on every increment buy nothing.
 
     def observe_request(self, route: str, status: int, model: str, upstream: str | None,
                         latency_s: float) -> None:
-        key = (route, status, model, upstream)
-        children = self._request_children.get(key)
-        if children is None:
-            if len(self._request_children) >= MAX_LABEL_SETS:
+        t = self._traffic
+        key = (route, status, model, upstream or "")
+        count = t.requests.get(key)
+        if count is None:
+            if len(t.requests) >= MAX_LABEL_SETS:
                 model = OTHER
-                key = (route, status, model, upstream)
-                children = self._request_children.get(key)
-        if children is None:
-            children = self._request_children[key] = (
-                self._requests.labels(route, str(status), model, upstream or ""),
-                self._latency.labels(route, model),
-            )
-        children[0].inc()
-        children[1].observe(latency_s)
+                key = (route, status, model, upstream or "")
+            count = t.requests.get(key, 0)
+        t.requests[key] = count + 1
+        hist_key = (route, model)
+        hist = t.latency.get(hist_key)
+        if hist is None:
+            hist = t.latency[hist_key] = [0.0] + [0] * (len(LATENCY_BUCKETS) + 1)
+        hist[0] += latency_s
+        hist[1 + bisect_left(LATENCY_BUCKETS, latency_s)] += 1
 
     def observe_tokens(self, model: str, prompt: int, completion: int) -> None:
-        children = self._token_children.get(model)
-        if children is None and len(self._token_children) >= MAX_LABEL_SETS:
-            model = OTHER
-            children = self._token_children.get(model)
-        if children is None:
-            children = self._token_children[model] = (
-                self._tokens.labels(model, "prompt"), self._tokens.labels(model, "completion"))
-        if prompt:
-            children[0].inc(prompt)
-        if completion:
-            children[1].inc(completion)
+        tokens = self._traffic.tokens
+        counts = tokens.get(model)
+        if counts is None:
+            if len(tokens) >= MAX_LABEL_SETS:
+                model = OTHER
+            counts = tokens.setdefault(model, [0, 0])
+        counts[0] += prompt
+        counts[1] += completion
 
     def observe_usage(self, rec) -> None:
         """Both of the above from one UsageRecord."""
@@ -98,10 +85,8 @@ class Metrics:
         self.observe_tokens(rec.served_model, rec.prompt_tokens, rec.completion_tokens)
 
     def limiter_rejected(self, kind: str) -> None:
-        child = self._rejection_children.get(kind)
-        if child is None:
-            child = self._rejection_children[kind] = self._rejections.labels(kind)
-        child.inc()
+        rejections = self._traffic.rejections
+        rejections[kind] = rejections.get(kind, 0) + 1
 
     # -- state ---------------------------------------------------------------------
 
@@ -121,6 +106,50 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Traffic(Collector):
+    """Request, latency, token and rejection counts, turned into Prometheus
+    families only when scraped."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int, str, str], int] = {}
+        # (route, model) -> [sum, count per bucket..., count above the last bound]
+        self.latency: dict[tuple[str, str], list] = {}
+        self.tokens: dict[str, list[int]] = {}  # model -> [prompt, completion]
+        self.rejections: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("bluesminds_requests", "Requests answered on /v1.",
+                                       labels=["route", "status", "model", "upstream"])
+        for (route, status, model, upstream), count in list(self.requests.items()):
+            requests.add_metric([route, str(status), model, upstream], count)
+        yield requests
+        latency = HistogramMetricFamily("bluesminds_request_duration_seconds",
+                                        "Time from request to the last byte of the answer.",
+                                        labels=["route", "model"])
+        bounds = [repr(float(b)) for b in LATENCY_BUCKETS] + ["+Inf"]
+        for (route, model), hist in list(self.latency.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(bounds, hist[1:]):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            latency.add_metric([route, model], buckets, hist[0])
+        yield latency
+        tokens = CounterMetricFamily("bluesminds_tokens", "Tokens accounted, by model and kind.",
+                                     labels=["model", "kind"])
+        for model, (prompt, completion) in list(self.tokens.items()):
+            tokens.add_metric([model, "prompt"], prompt)
+            tokens.add_metric([model, "completion"], completion)
+        yield tokens
+        rejections = CounterMetricFamily("bluesminds_limiter_rejections",
+                                         "Requests refused by the limiter, by kind of limit.", labels=["kind"])
+        for kind, count in list(self.rejections.items()):
+            rejections.add_metric([kind], count)
+        yield rejections
+
+    def describe(self) -> list[Metric]:
+        return []
 
 
 class _UpstreamHealth(Collector):

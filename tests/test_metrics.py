@@ -92,12 +92,18 @@ def test_usage_metrics_read_zero_before_the_recorder_starts():
     assert b"bluesminds_usage_queue_depth 0.0" in m.render()
 
 
-def test_the_hot_path_reuses_bound_children():
+def test_latency_buckets_are_cumulative_and_inclusive_of_their_bound():
     m = Metrics()
-    m.observe_request("chat", 200, "m", "a", 0.1)
-    children = m._request_children[("chat", 200, "m", "a")]
-    m.observe_request("chat", 200, "m", "a", 0.2)
-    assert m._request_children[("chat", 200, "m", "a")] is children and len(m._request_children) == 1
+    for latency in (0.025, 0.026, 0.3, 400.0):
+        m.observe_request("chat", 200, "m", "a", latency)
+    text = m.render().decode()
+    assert 'bluesminds_request_duration_seconds_bucket{le="0.025",model="m",route="chat"} 1.0' in text
+    assert 'bluesminds_request_duration_seconds_bucket{le="0.05",model="m",route="chat"} 2.0' in text
+    assert 'bluesminds_request_duration_seconds_bucket{le="0.5",model="m",route="chat"} 3.0' in text
+    assert 'bluesminds_request_duration_seconds_bucket{le="300.0",model="m",route="chat"} 3.0' in text
+    assert 'bluesminds_request_duration_seconds_bucket{le="+Inf",model="m",route="chat"} 4.0' in text
+    assert 'bluesminds_request_duration_seconds_count{model="m",route="chat"} 4.0' in text
+    assert 'bluesminds_requests_total{model="m",route="chat",status="200",upstream="a"} 4.0' in text
     # Printed for the record, not asserted: timings vary with the machine.
     per_call = timeit.timeit(lambda: m.observe_request("chat", 200, "m", "a", 0.2), number=20_000) / 20_000
     print(f"observe_request: {per_call * 1e6:.2f} µs")
