@@ -13,7 +13,7 @@ from bench.stats import percentile
 from bench.targets import LOAD_CORE, Target
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LoadSample:
     target: str
     scenario: str
@@ -21,7 +21,9 @@ class LoadSample:
     rep: int
     result: wrk.WrkResult
     cpu_us_per_request: float
-    hits: int  # the fakes' request counter, after minus before
+    # Requests the target's fake upstreams received from the start of this run until the
+    # start of the target's next one (see HitLedger).
+    hits: int
     # Cores' worth of CPU that processes this run did not start used meanwhile:
     # on a shared machine, the sign that a figure is low because of a neighbour.
     foreign_cores: float = 0.0
@@ -32,7 +34,7 @@ class LoadSample:
         return self.result.requests <= self.hits <= self.result.sent
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StreamSample:
     target: str
     connections: int
@@ -79,23 +81,56 @@ def wait_idle(procs: ProcessSet, *, window: float = 0.1, busy_below: float = 0.0
         last = now
 
 
+class HitLedger:
+    """Every upstream hit attributed to the measurement that caused it.
+
+    Each target forwards to fake upstreams of its own, so a hit can only come
+    from that target; a measurement's count runs until the same target's next
+    measurement starts (or the end of the run). A proxy that forwards a
+    request late, after the counters looked settled, is still counted right.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[LoadSample | StreamSample, int]] = {}
+
+    def start(self, target: Target) -> int:
+        count = control.wait_quiet(target.upstreams)
+        self._close(target.name, count)
+        return count
+
+    def track(self, target: Target, sample: LoadSample | StreamSample, start: int) -> None:
+        self._open[target.name] = (sample, start)
+
+    def finish(self, targets: list[Target]) -> None:
+        for target in targets:
+            if target.name in self._open:
+                self._close(target.name, control.wait_quiet(target.upstreams))
+
+    def _close(self, name: str, count: int) -> None:
+        if name in self._open:
+            sample, start = self._open.pop(name)
+            sample.hits = count - start
+
+
 def measure_wrk(target: Target, scenario: str, script: str, *, connections: int, seconds: float,
-                rep: int, fake_urls: list[str], pin: bool, procs: ProcessSet) -> LoadSample:
+                rep: int, pin: bool, procs: ProcessSet, ledger: HitLedger) -> LoadSample:
     path, _ = wrk.SCENARIOS[scenario]
     wait_idle(procs)
-    before_hits = control.wait_quiet(fake_urls)
+    before_hits = ledger.start(target)
     before_cpu = cpu_seconds(target.proc.pid)
     interference = Interference(procs)
     result = wrk.run(target.base_url + path, script, connections=connections, seconds=seconds,
                      cpu=LOAD_CORE if pin else None)
     foreign = interference.cores()
-    hits = control.wait_quiet(fake_urls) - before_hits
+    hits = control.wait_quiet(target.upstreams) - before_hits  # provisional, until the ledger closes it
     # Read after the upstream went quiet: requests the proxy was still working
     # through when wrk stopped are this run's cost, not the next run's.
     cpu = cpu_seconds(target.proc.pid) - before_cpu
     target.proc.check_alive()
     per_request = cpu / result.requests * 1e6 if result.requests else float("nan")
-    return LoadSample(target.name, scenario, connections, rep, result, per_request, hits, foreign)
+    sample = LoadSample(target.name, scenario, connections, rep, result, per_request, hits, foreign)
+    ledger.track(target, sample, before_hits)
+    return sample
 
 
 def _run_loop(coro):
@@ -106,16 +141,18 @@ def _run_loop(coro):
     return uvloop.run(coro)
 
 
-def measure_streams(target: Target, *, connections: int, streams: int, rep: int,
-                    fake_urls: list[str], procs: ProcessSet) -> StreamSample:
+def measure_streams(target: Target, *, connections: int, streams: int, rep: int, procs: ProcessSet,
+                    ledger: HitLedger) -> StreamSample:
     wait_idle(procs)
-    before_hits = control.wait_quiet(fake_urls)
+    before_hits = ledger.start(target)
     run = _run_loop(streaming.run_streams(
         target.base_url + "/v1/chat/completions", wrk.STREAM_BODY, target.headers(),
         streams=streams, concurrency=connections, deadline_s=60 + streams * 0.5))
-    hits = control.wait_quiet(fake_urls) - before_hits
+    hits = control.wait_quiet(target.upstreams) - before_hits
     target.proc.check_alive()
-    return StreamSample(
+    sample = StreamSample(
         target.name, connections, rep, run.started, run.completed, run.failed,
         percentile(run.ttfb_ms, 50), percentile(run.ttfb_ms, 99),
         percentile(run.total_ms, 50), percentile(run.total_ms, 99), hits, tuple(run.errors))
+    ledger.track(target, sample, before_hits)
+    return sample

@@ -256,10 +256,12 @@ def render(results: Results) -> str:
 
     out.append("### Every request forwarded")
     out.append("")
-    out.append("Upstream hits (the fakes' `requests` counter, after minus before) against what the load "
-               "generator counted, summed over repetitions. wrk counts completed requests; it stops "
-               "mid-flight, so up to one request per connection may be forwarded without being counted: "
-               "the check is completed ≤ hits ≤ sent. Streams are counted exactly.")
+    out.append("Upstream hits against what the load generator counted, summed over repetitions. Each "
+               "target has fake upstreams of its own; a run's hits are counted from its start to the start "
+               "of the same target's next run, so a request forwarded late still counts for the run that sent "
+               "it. wrk counts completed requests and stops mid-flight, so up to one request per connection "
+               "may be forwarded without being counted: the check is completed ≤ hits ≤ sent. Streams are "
+               "counted exactly.")
     out.append("")
     table = []
     by_key: dict[tuple[str, str, int], list[LoadSample]] = defaultdict(list)

@@ -27,10 +27,10 @@ if REPO not in sys.path:  # `python bench/run.py` as well as `python -m bench`
     sys.path.insert(0, REPO)
 
 from bench import control, profile, wrk  # noqa: E402
-from bench.load import measure_streams, measure_wrk  # noqa: E402
+from bench.load import HitLedger, measure_streams, measure_wrk  # noqa: E402
 from bench.procs import ProcessSet, can_pin, rss_bytes  # noqa: E402
 from bench.report import Results, render  # noqa: E402
-from bench.targets import LOAD_CORE, Target, fake_direct, start_bare, start_fake, start_gateway, start_litellm  # noqa: E402
+from bench.targets import LOAD_CORE, Target, start_bare, start_fake_direct, start_gateway, start_litellm  # noqa: E402
 
 ALL_TARGETS = ("fake", "bare", "gateway", "litellm")
 RESULTS_DIR = os.path.join(REPO, "bench", "results")
@@ -108,14 +108,11 @@ def _compile_bytecode() -> None:
 
 def _start_targets(args, procs: ProcessSet, workdir: str, pin: bool, results: Results):
     _compile_bytecode()
-    _log("starting fake upstreams a and b on core 1")
-    fake_a, fake_a_proc = start_fake(procs, "a", pin=pin)
-    fake_b, _ = start_fake(procs, "b", pin=pin)
     starters = {
-        "fake": lambda: fake_direct(fake_a, fake_a_proc),
-        "bare": lambda: start_bare(procs, fake_a, pin=pin),
-        "gateway": lambda: start_gateway(procs, workdir, [fake_a, fake_b], pin=pin),
-        "litellm": lambda: start_litellm(procs, workdir, fake_a, pin=pin),
+        "fake": lambda: start_fake_direct(procs, pin=pin),
+        "bare": lambda: start_bare(procs, pin=pin),
+        "gateway": lambda: start_gateway(procs, workdir, pin=pin),
+        "litellm": lambda: start_litellm(procs, workdir, pin=pin),
     }
     targets: list[Target] = []
     for name in args.targets:
@@ -132,11 +129,11 @@ def _start_targets(args, procs: ProcessSet, workdir: str, pin: bool, results: Re
         results.rss_idle[name] = rss_bytes(target.proc.pid)
         if target.startup_s is not None:
             _log(f"{name} answered {target.startup_s:.2f} s after spawn")
-    return targets, [fake_a, fake_b]
+    return targets
 
 
-def _measure(args, procs: ProcessSet, targets: list[Target], fakes: list[str], scripts: dict, pin: bool,
-             results: Results) -> None:
+def _measure(args, procs: ProcessSet, targets: list[Target], scripts: dict, pin: bool, results: Results) -> None:
+    ledger = HitLedger()
     stream_plan = {1: 10 if args.quick else 25, 16: 64 if args.quick else 160}
     results.settings["stream_connections"] = list(stream_plan)
     _log("warming up every target")
@@ -144,7 +141,8 @@ def _measure(args, procs: ProcessSet, targets: list[Target], fakes: list[str], s
         for scenario in wrk.SCENARIOS:
             wrk.run(target.base_url + wrk.SCENARIOS[scenario][0], scripts[(target.name, scenario)],
                     connections=16, seconds=1 if args.quick else 1.5, cpu=LOAD_CORE if pin else None)
-        measure_streams(target, connections=4, streams=8, rep=0, fake_urls=fakes, procs=procs)
+        # Tracked, so anything the warm-up forwards late is counted here, not in the first real run.
+        measure_streams(target, connections=4, streams=8, rep=0, procs=procs, ledger=ledger)
     retries_left = args.retries
     for rep in range(1, args.reps + 1):
         # Rotate the order every repetition, so no target always runs right after the same one.
@@ -154,19 +152,18 @@ def _measure(args, procs: ProcessSet, targets: list[Target], fakes: list[str], s
             for conns in args.connections:
                 for target in order:
                     sample = measure_wrk(target, scenario, scripts[(target.name, scenario)], connections=conns,
-                                         seconds=args.seconds, rep=rep, fake_urls=fakes, pin=pin, procs=procs)
-                    # A neighbour busy on our cores spoils a figure; measure again, boundedly, keep the cleanest.
-                    for _ in range(2):
-                        if sample.foreign_cores <= args.max_other_load or retries_left <= 0:
-                            break
+                                         seconds=args.seconds, rep=rep, pin=pin, procs=procs, ledger=ledger)
+                    # A neighbour busy on our cores spoils a figure: measure once more, within a
+                    # budget for the whole run, and keep the cleaner one.
+                    if sample.foreign_cores > args.max_other_load and retries_left > 0:
                         retries_left -= 1
+                        results.retried += 1
                         _log(f"rep {rep} {target.name} {scenario} ×{conns}: other load "
                              f"{sample.foreign_cores:.2f} cores; measuring again ({retries_left} retries left)")
                         again = measure_wrk(target, scenario, scripts[(target.name, scenario)],
-                                            connections=conns, seconds=args.seconds, rep=rep, fake_urls=fakes,
-                                            pin=pin, procs=procs)
+                                            connections=conns, seconds=args.seconds, rep=rep, pin=pin,
+                                            procs=procs, ledger=ledger)
                         sample = min(sample, again, key=lambda s: s.foreign_cores)
-                        results.retried += 1
                     results.samples.append(sample)
                     r = sample.result
                     _log(f"rep {rep} {target.name:8} {scenario:10} ×{conns:<3} {r.rps:8,.0f} req/s "
@@ -174,13 +171,14 @@ def _measure(args, procs: ProcessSet, targets: list[Target], fakes: list[str], s
                          f"non-2xx {r.non_2xx} hits {sample.hits}/{r.requests} other load {sample.foreign_cores:.2f} cores")
         for conns, streams in stream_plan.items():
             for target in order:
-                sample = measure_streams(target, connections=conns, streams=streams, rep=rep, fake_urls=fakes,
-                                         procs=procs)
+                sample = measure_streams(target, connections=conns, streams=streams, rep=rep, procs=procs,
+                                         ledger=ledger)
                 results.streams.append(sample)
                 _log(f"rep {rep} {target.name:8} stream     ×{conns:<3} TTFB p50 {sample.ttfb_p50_ms:6.2f} ms "
                      f"p99 {sample.ttfb_p99_ms:6.2f} ms total p50 {sample.total_p50_ms:6.1f} ms "
                      f"failed {sample.failed} hits {sample.hits}/{sample.streams}"
                      + (f" {sample.errors[0]}" if sample.errors else ""))
+    ledger.finish(targets)
     for target in targets:
         results.rss_loaded[target.name] = rss_bytes(target.proc.pid)
 
@@ -299,11 +297,11 @@ def main(argv: list[str] | None = None) -> None:
     _log(f"work directory {workdir} (process logs are there)")
     try:
         with ProcessSet(workdir) as procs:
-            targets, fakes = _start_targets(args, procs, workdir, pin, results)
+            targets = _start_targets(args, procs, workdir, pin, results)
             scripts = {(t.name, scenario): wrk.write_script(workdir, f"{t.name}-{scenario}", body, t.authorization)
                        for t in targets for scenario, (_, body) in wrk.SCENARIOS.items()}
             if targets:
-                _measure(args, procs, targets, fakes, scripts, pin, results)
+                _measure(args, procs, targets, scripts, pin, results)
             if not args.no_profile:
                 results.profile = _profile(args, targets, scripts, workdir, pin)
         if not args.no_scale:

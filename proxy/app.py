@@ -33,6 +33,7 @@ from .routing.health import HealthMonitor
 from .routing.retry import RetryBudget
 from .store import Database
 from .upstream.forward import FORWARDER, Forwarder
+from .upstream.http1 import ConnectionPool
 from .usage import quota_totals
 from .usage import recorder as usage_recorder
 
@@ -105,8 +106,11 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             gauges.set_upstream_health(name, "healthy")
 
     holder.subscribe(on_reload)
-    app[FORWARDER] = Forwarder(session, balancer, health, app[RETRY_BUDGET])
+    # /v1 traffic goes through the lean pooled client; probes and admin calls use aiohttp's.
+    pool = ConnectionPool()
+    app[FORWARDER] = Forwarder(pool, balancer, health, app[RETRY_BUDGET])
     yield
+    await pool.close()
     await session.close()
 
 

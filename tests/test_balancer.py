@@ -111,3 +111,26 @@ def test_passive_ejection_cooldown_grows_with_repeats_and_trial_readmits():
     health.success("a", 0.01)
     assert health.alive("a", clock.now)
     assert health.get("a").ejections == 1
+
+
+def test_after_a_cooldown_only_one_trial_request_goes_to_the_ejected_upstream():
+    balancer, health, snap, clock = setup(up("a"), up("b"))
+    health.failure("a", "boom")
+    clock.now += 10
+    picks = []
+    for _ in range(4):  # four requests in flight at once
+        u = balancer.pick(snap, MODEL)
+        health.started(u.name)
+        picks.append(u.name)
+    assert picks.count("a") == 1
+    health.finished("a")
+    health.failure("a", "still down")  # the trial failed: straight back out, for longer
+    assert health.get("a").ejected_until == clock.now + 20
+    clock.now += 20
+    u = balancer.pick(snap, MODEL)
+    while u.name != "a":
+        u = balancer.pick(snap, MODEL)
+    health.started("a")
+    health.finished("a")
+    health.success("a", 0.01)
+    assert {balancer.pick(snap, MODEL).name for _ in range(4)} == {"a", "b"}

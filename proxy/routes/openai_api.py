@@ -196,12 +196,13 @@ async def _relay_stream(request: web.Request, call: _Call, reply: UpstreamReply)
         await response.prepare(request)
         call.ttfb = time.perf_counter() - call.started
         chunk = reply.first_chunk
-        upstream_body = reply.response.content
+        upstream = reply.response
+        gap = reply.upstream.timeouts.first_byte  # the longest silence tolerated between chunks
         while chunk:
             out = relay.feed(chunk)
             if out:
                 await response.write(out)
-            chunk = await upstream_body.readany()
+            chunk = await upstream.readany(gap)
         if relay.done:
             outcome = "done"
         else:

@@ -50,6 +50,11 @@ class UpstreamHealth:
     last_check_ok: bool | None = None
     last_error: str | None = None
     saturated_since: float | None = field(default=None)
+    # After an ejection's cooldown the upstream is on probation: exactly one
+    # request tries it (half-open, as a circuit breaker does); the others keep
+    # going elsewhere until that trial succeeds.
+    probation: bool = False
+    trial: bool = False
 
     def state(self, now: float) -> str:
         if not self.up:
@@ -94,7 +99,7 @@ class HealthMonitor:
             # A request still on the snapshot before a reload that removed this
             # upstream: nothing is known against it, so let it finish its work.
             return True
-        if not h.up or now < h.ejected_until:
+        if not h.up or now < h.ejected_until or (h.probation and h.trial):
             return False
         return upstream.max_concurrent is None or h.in_flight < upstream.max_concurrent
 
@@ -107,20 +112,26 @@ class HealthMonitor:
         if h is not None:
             h.in_flight += 1
             h.requests += 1
+            if h.probation:
+                h.trial = True
 
     def finished(self, name: str) -> None:
         h = self._table.get(name)
         if h is not None:
             h.in_flight -= 1
+            h.trial = False
 
     def success(self, name: str, latency_s: float) -> None:
         h = self._table.get(name)
         if h is None:
             return
         h.consecutive_failures = 0
-        if h.ejections and self._clock() >= h.ejected_until:
+        if h.probation and self._clock() >= h.ejected_until:
             # A successful trial after a cooldown readmits it and forgets one ejection.
+            h.probation = False
             h.ejections -= 1
+            log.info("upstream readmitted after a successful trial: %s", name)
+            self._notify(name, HEALTHY)
         ms = latency_s * 1000.0
         h.latency_ewma_ms = ms if h.latency_ewma_ms is None else h.latency_ewma_ms * 0.8 + ms * 0.2
 
@@ -132,11 +143,13 @@ class HealthMonitor:
         h.consecutive_failures += 1
         h.last_error = reason
         now = self._clock()
-        if h.consecutive_failures >= self._settings.eject_after and now >= h.ejected_until:
+        failed_trial = h.probation and now >= h.ejected_until
+        if failed_trial or (h.consecutive_failures >= self._settings.eject_after and now >= h.ejected_until):
             cooldown = min(self._settings.cooldown * (2 ** h.ejections), self._settings.max_cooldown)
             h.ejected_until = now + cooldown
             h.ejections += 1
             h.consecutive_failures = 0
+            h.probation = True
             log.warning("upstream ejected: %s for %.1fs after repeated failures (%s)", name, cooldown, reason)
             self._notify(name, EJECTED)
 
@@ -182,8 +195,9 @@ class HealthMonitor:
                 h.up = True
                 log.info("upstream healthy again: %s", upstream.name)
                 self._notify(upstream.name, HEALTHY)
-            if h.ejected_until > self._clock() and h.probe_successes >= settings.rise:
+            if (h.probation or h.ejected_until > self._clock()) and h.probe_successes >= settings.rise:
                 h.ejected_until = 0.0  # probes prove it is back; no need to wait out the cooldown
+                h.probation = False
                 log.info("upstream readmitted by probes: %s", upstream.name)
                 self._notify(upstream.name, HEALTHY)
             latency = (time.monotonic() - started) * 1000.0

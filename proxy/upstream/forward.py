@@ -14,7 +14,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -23,13 +22,14 @@ from ..errors import GatewayError, NoHealthyUpstream, UpstreamError, UpstreamTim
 from ..routing.balancer import Balancer
 from ..routing.health import HealthMonitor
 from ..routing.retry import RetryBudget, backoff_delay
+from .http1 import ConnectionPool, Response, header_lines
 from .request import UPSTREAM_PATH, ParsedRequest, upstream_body
 
 log = logging.getLogger("bluesminds.upstream")
 
 FORWARDER: web.AppKey["Forwarder"] = web.AppKey("forwarder", object)
 
-_RETRYABLE_EXC = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
+UPSTREAM_PATH_BYTES = {route: path.encode() for route, path in UPSTREAM_PATH.items()}
 
 
 @dataclass(slots=True)
@@ -41,7 +41,7 @@ class UpstreamReply:
     status: int
     content_type: str
     body: bytes = b""  # non-stream answers
-    response: aiohttp.ClientResponse | None = None  # stream answers
+    response: Response | None = None  # stream answers
     first_chunk: bytes = b""
     attempts: int = 1
     started: float = 0.0
@@ -90,32 +90,24 @@ def _error_fields(body: bytes, status: int) -> tuple[str, str, str | None, str |
 
 
 class Forwarder:
-    def __init__(self, session: aiohttp.ClientSession, balancer: Balancer, health: HealthMonitor,
+    def __init__(self, pool: ConnectionPool, balancer: Balancer, health: HealthMonitor,
                  budget: RetryBudget) -> None:
-        self.session = session
         self.balancer = balancer
         self.health = health
         self.budget = budget
-        self._timeouts: dict[tuple, aiohttp.ClientTimeout] = {}
+        self.pool = pool
+        self._header_cache: dict[tuple, bytes] = {}
 
-    def _headers(self, upstream: UpstreamConfig, request_id: str) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "x-request-id": request_id}
-        if upstream.api_key:
-            headers["Authorization"] = f"Bearer {upstream.api_key}"
-        return headers
-
-    def _timeout(self, upstream: UpstreamConfig, stream: bool) -> aiohttp.ClientTimeout:
-        """One ClientTimeout per distinct setting, not one per request."""
-        key = (upstream.timeouts, stream)
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            t = upstream.timeouts
-            # sock_read bounds the wait for the response to start and, in a
-            # stream, every gap between chunks; total bounds a whole answer.
-            timeout = aiohttp.ClientTimeout(total=None if stream else t.total, connect=t.connect,
-                                            sock_read=t.first_byte)
-            self._timeouts[key] = timeout
-        return timeout
+    def _static_headers(self, upstream: UpstreamConfig) -> bytes:
+        """Header lines that are the same for every request to `upstream`, built once."""
+        key = (upstream.url, upstream.api_key)
+        lines = self._header_cache.get(key)
+        if lines is None:
+            pairs = [("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream")]
+            if upstream.api_key:
+                pairs.append(("Authorization", f"Bearer {upstream.api_key}"))
+            lines = self._header_cache[key] = header_lines(pairs)
+        return lines
 
     async def send(self, snapshot: Snapshot, model: ModelConfig, parsed: ParsedRequest,
                    request_id: str) -> UpstreamReply:
@@ -128,7 +120,7 @@ class Forwarder:
         try:
             for candidate in candidates:
                 body = upstream_body(parsed, candidate.upstream_model)
-                path = UPSTREAM_PATH[parsed.route]
+                path = UPSTREAM_PATH_BYTES[parsed.route]
                 while attempt < settings.attempts:
                     upstream = self.balancer.pick(snapshot, candidate, exclude=tried)
                     if upstream is None:
@@ -163,31 +155,28 @@ class Forwarder:
             if retrying:
                 self.budget.active_retries -= 1
 
-    async def _attempt(self, upstream: UpstreamConfig, model: ModelConfig, path: str, body: bytes,
+    async def _attempt(self, upstream: UpstreamConfig, model: ModelConfig, path: bytes, body: bytes,
                        stream: bool, request_id: str) -> UpstreamReply | GatewayError:
         t = upstream.timeouts
-        timeout = self._timeout(upstream, stream)
         started = time.monotonic()
         name = upstream.name
         self.health.started(name)
         response = None
-        clean = False  # the body was read to the end: the connection may go back to the pool
         handed_over = False  # an open stream now belongs to the UpstreamReply
         try:
-            response = await self.session.post(upstream.url + path, data=body, timeout=timeout,
-                                               headers=self._headers(upstream, request_id))
+            headers = self._static_headers(upstream) + b"x-request-id: " + request_id.encode() + b"\r\n"
+            response = await self.pool.request(self.pool.target(upstream.url), path, headers, body,
+                                               connect_timeout=t.connect, read_timeout=t.first_byte)
             status = response.status
             if status >= 500 or status == 429:
-                await response.read()
-                clean = True
+                await response.read(t.first_byte)
                 return self._failed(upstream, f"upstream answered {status}", UpstreamError(
                     "Every upstream for this model is rate limiting the gateway. Retry shortly."
                     if status == 429 else
                     f"The upstream server answered {status}; no other upstream could take the request.",
                     code="upstream_rate_limited" if status == 429 else "upstream_error"))
             if status >= 400:
-                raw = await response.read()
-                clean = True
+                raw = await response.read(t.first_byte)
                 if status in (401, 403):
                     # The gateway's own credentials for this upstream are wrong: an
                     # operator problem, not the client's key.
@@ -196,30 +185,28 @@ class Forwarder:
                         "The upstream rejected the gateway's credentials; the operator must fix "
                         "the upstream key.", code="upstream_auth_failed"))
                 return UpstreamClientError(status, raw, name)
-            content_type = response.headers.get("Content-Type", "application/json")
             if not stream:
-                data = await response.read()
-                clean = True
+                data = await response.read(min(t.first_byte, t.total))
                 self.health.success(name, time.monotonic() - started)
-                return UpstreamReply(upstream, model, status, content_type, body=data, started=started)
-            first = await response.content.readany()
+                return UpstreamReply(upstream, model, status, response.content_type, body=data, started=started)
+            first = await response.readany(t.first_byte)
             if not first:
                 return self._failed(upstream, "stream closed before the first byte", UpstreamError(
                     "The upstream closed the stream before sending anything."))
             handed_over = True
-            return UpstreamReply(upstream, model, status, content_type, response=response,
+            return UpstreamReply(upstream, model, status, response.content_type, response=response,
                                  first_chunk=first, started=started)
         except asyncio.TimeoutError:
             return self._failed(upstream, "timeout", UpstreamTimeout(
                 f"The upstream did not answer within {t.first_byte:g}s."))
-        except _RETRYABLE_EXC as exc:
+        except OSError as exc:
             return self._failed(upstream, type(exc).__name__, UpstreamError(
                 "Could not reach an upstream server for this model.", code="upstream_unreachable"))
         finally:
             if not handed_over:
                 if response is not None:
-                    # Cancelled (the client left) or failed mid-body: drop the connection.
-                    response.release() if clean else response.close()
+                    # Pooled again only when read to the end; cancelled or failed mid-body: dropped.
+                    response.release()
                 self.health.finished(name)
 
     def _failed(self, upstream: UpstreamConfig, reason: str, error: GatewayError) -> GatewayError:
