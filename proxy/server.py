@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from typing import Awaitable, Callable
@@ -73,9 +74,10 @@ async def serve_until_signal(app: web.Application, host: str, port: int,
     """Serve until SIGTERM/SIGINT, then stop gracefully: stop accepting, let
     in-flight requests finish, and run cleanup (usage flush) before returning."""
     runner, bound = await start(app, host, port)
-    import gc, os
-    if os.environ.get("EXP") == "gc":
-        gc.collect(); gc.freeze(); gc.set_threshold(100_000, 50, 100)
+    # Everything built at start-up (config, schemas, modules, caches) lives as
+    # long as the process: keep it out of every future garbage collection pass.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
