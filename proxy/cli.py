@@ -6,11 +6,12 @@ import asyncio
 import logging
 import os
 import secrets
-import sys
 
 import click
 
-from .config import ConfigError, load_config
+from .cli_accounts import keys, users
+from .cli_config import load_or_exit
+from .cli_usage import usage
 from .server import serve_until_signal
 
 DEFAULT_CONFIG = os.environ.get("BLUESMINDS_CONFIG", "config")
@@ -39,12 +40,7 @@ def main() -> None:
 @click.argument("path", default=DEFAULT_CONFIG, type=click.Path())
 def check_config(path: str) -> None:
     """Validate the config at PATH (a directory or one YAML file) without starting anything."""
-    try:
-        snapshot = load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(1)
+    snapshot = load_or_exit(path)
     click.echo(f"{path}: OK ({len(snapshot.upstreams)} upstreams, {len(snapshot.models)} models, "
                f"{len(snapshot.plans)} plans, digest {snapshot.digest})")
 
@@ -57,12 +53,7 @@ def serve(config_path: str, host: str | None, port: int | None) -> None:
     """Run the gateway."""
     from .app import create_app
 
-    try:
-        snapshot = load_config(config_path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(1)
+    snapshot = load_or_exit(config_path)
     _configure_logging(snapshot.server.log_level)
     _use_uvloop()
 
@@ -101,7 +92,7 @@ def demo(config_path: str, port: int | None) -> None:
     from .cli_accounts import create_user_and_key
     from .fake_upstream import start_fake_upstream
 
-    snapshot = load_config(config_path)
+    snapshot = load_or_exit(config_path)
     demo_upstreams = [u for u in snapshot.upstreams if u.url.startswith("http://127.0.0.1:")]
     _configure_logging("warning")
     _use_uvloop()
@@ -137,13 +128,6 @@ Press Ctrl+C to stop.""", err=False)
     asyncio.run(run())
 
 
-def _register_optional_groups() -> None:
-    from .cli_accounts import keys, users
-    from .cli_usage import usage
-
-    main.add_command(users)
-    main.add_command(keys)
-    main.add_command(usage)
-
-
-_register_optional_groups()
+main.add_command(users)
+main.add_command(keys)
+main.add_command(usage)

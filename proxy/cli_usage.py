@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import sys
 import time
 from datetime import date, datetime, timezone
 
 import click
 import orjson
 
-from .config import ConfigError, load_config
+from .cli_config import load_or_exit
 from .store import Database
 from .usage.stats import period_summary
 
@@ -27,12 +26,7 @@ _HEADERS = ("user", "model", "req today", "tokens today", "cost today",
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows instead of a table.")
 def usage(config_path: str, day: str | None, as_json: bool) -> None:
     """Usage per user and model for today and this month (UTC)."""
-    try:
-        snapshot = load_config(config_path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(1)
+    snapshot = load_or_exit(config_path)
     if day is None:
         day = datetime.fromtimestamp(time.time(), timezone.utc).strftime("%Y-%m-%d")
     else:
