@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -28,8 +29,9 @@ if REPO not in sys.path:  # `python bench/run.py` as well as `python -m bench`
 
 from bench import control, profile, wrk  # noqa: E402
 from bench.load import HitLedger, measure_streams, measure_wrk  # noqa: E402
-from bench.procs import ProcessSet, can_pin, rss_bytes  # noqa: E402
+from bench.procs import ProcessSet, can_pin, machine_busy_seconds, rss_bytes  # noqa: E402
 from bench.report import Results, render  # noqa: E402
+from bench.stats import median  # noqa: E402
 from bench.targets import LOAD_CORE, Target, start_bare, start_fake_direct, start_gateway, start_litellm  # noqa: E402
 
 ALL_TARGETS = ("fake", "bare", "gateway", "litellm")
@@ -47,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-other-load", type=float, default=0.3,
                         help="Measure a load again when other processes used more cores than this meanwhile.")
     parser.add_argument("--retries", type=int, default=None,
-                        help="Most such repeats in a run (default 12, quick 4).")
+                        help="Most such repeats in a run (default 8, quick 4).")
     parser.add_argument("--targets", default=",".join(ALL_TARGETS), help="Comma-separated subset of "
                         + ", ".join(ALL_TARGETS))
     parser.add_argument("--connections", default="1,16,64", help="wrk concurrencies.")
@@ -55,12 +57,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-micro", action="store_true", help="Skip the other micro-benchmarks.")
     parser.add_argument("--no-profile", action="store_true", help="Skip the py-spy profile of the gateway.")
     parser.add_argument("--profile-seconds", type=int, default=None, help="Default 10, quick 5.")
+    parser.add_argument("--startup-reps", type=int, default=3, help="Start-ups timed per target (LiteLLM: 1).")
     parser.add_argument("--keys", type=int, default=None, help="Keys for the auth scale figure (default 100000).")
     parser.add_argument("--update-readme", action="store_true", help="Paste the report into bench/README.md.")
     args = parser.parse_args(argv)
     args.reps = args.reps or (1 if args.quick else 3)
     args.seconds = args.seconds or (2.0 if args.quick else 4.0)
-    args.retries = args.retries if args.retries is not None else (4 if args.quick else 12)
+    args.retries = args.retries if args.retries is not None else (4 if args.quick else 8)
     args.profile_seconds = args.profile_seconds or (5 if args.quick else 10)
     args.keys = args.keys or (10_000 if args.quick else 100_000)
     args.targets = [t for t in args.targets.split(",") if t]
@@ -81,8 +84,28 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _revision() -> str:
+    """The commit measured, and whether the tree had uncommitted changes to the gateway."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "proxy"], cwd=REPO, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (no git)"
+    return f"{head or 'unknown'}{' with uncommitted changes in proxy/' if dirty else ''}"
+
+
+def _busy_elsewhere(seconds: float = 1.0) -> float:
+    """Cores' worth of CPU other processes use right now (nothing of ours runs yet)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    start_busy, start_own = machine_busy_seconds(), me.ru_utime + me.ru_stime
+    time.sleep(seconds)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return max(0.0, (machine_busy_seconds() - start_busy) - (me.ru_utime + me.ru_stime - start_own)) / seconds
+
+
 def _environment() -> list[str]:
-    load = os.getloadavg()
     cpu = ""
     try:
         with open("/proc/cpuinfo") as fh:
@@ -90,11 +113,12 @@ def _environment() -> list[str]:
     except OSError:
         pass
     import aiohttp
+    busy = _busy_elsewhere()
     lines = [f"Machine: {os.cpu_count()} cores ({cpu}); Python {platform.python_version()}, aiohttp {aiohttp.__version__}; "
-             f"load average at start {load[0]:.2f}."]
-    if load[0] > 0.5:
-        lines.append(f"**Warning:** load average {load[0]:.2f} at start: something else was using the CPU, "
-                     "so absolute figures are low and noisy; the alternation keeps the comparisons fair.")
+             f"other processes used {busy:.2f} cores at start. Gateway code: {_revision()}."]
+    if busy > 0.3:
+        lines.append(f"**Warning:** other processes were using {busy:.2f} cores when the run started: see the "
+                     "_other load_ column for the rows they may have slowed; the alternation keeps comparisons fair.")
     return lines
 
 
@@ -123,12 +147,19 @@ def _start_targets(args, procs: ProcessSet, workdir: str, pin: bool, results: Re
             results.skipped[name] = f"{type(exc).__name__}: {exc}"
             _log(f"{name} did not start: {exc}")
             continue
+        times = [target.startup_s]
+        # One start-up is one sample of a noisy figure; LiteLLM's 10 s ones are taken once.
+        for _ in range(args.startup_reps - 1 if name != "litellm" else 0):
+            procs.stop(target.proc)
+            target.proc, seconds, target.startup_note = target.launch()
+            times.append(seconds)
+        target.startup_s = median(times)
         targets.append(target)
         results.targets.append(name)
-        results.startup[name] = (target.startup_s, target.startup_note)
+        shown = ", ".join(f"{t:.2f}" for t in times)
+        results.startup[name] = (target.startup_s, target.startup_note + (f"; median of {shown} s" if len(times) > 1 else ""))
         results.rss_idle[name] = rss_bytes(target.proc.pid)
-        if target.startup_s is not None:
-            _log(f"{name} answered {target.startup_s:.2f} s after spawn")
+        _log(f"{name} answered {shown} s after spawn")
     return targets
 
 
@@ -219,7 +250,7 @@ def _scale(args, results: Results) -> None:
 def _micro_argv(name: str, quick: bool) -> list[str]:
     if not quick:
         # Its default (200,000 per scenario, best of 15) alone takes a minute.
-        return ["100000"] if name == "limiter_bench.py" else []
+        return ["50000"] if name == "limiter_bench.py" else []
     return {"usage_bench.py": ["--rows", "100000", "--recorder-rows", "20000"],
             "limiter_bench.py": ["50000"], "auth_bench.py": ["--hits", "50000"]}.get(name, [])
 

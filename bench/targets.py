@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from bench import control
 from bench.gateway_config import write_gateway_config
@@ -31,6 +33,9 @@ STREAM_CHUNKS = 20
 CHUNK_DELAY = 0.005
 
 
+Launch = Callable[[], tuple[Spawned, float, str]]  # spawn once more: (process, start-up s, how measured)
+
+
 @dataclass
 class Target:
     name: str
@@ -40,6 +45,7 @@ class Target:
     upstreams: list[str]  # its own fake upstreams: every hit on them came through this target
     startup_s: float | None = None
     startup_note: str = ""
+    launch: Launch | None = None  # start the same process again, same port and config
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": self.authorization} if self.authorization else {}
@@ -55,37 +61,63 @@ def _core(pin: bool, core: int) -> int | None:
     return core if pin else None
 
 
-def start_fake(procs: ProcessSet, name: str, *, pin: bool) -> tuple[str, Spawned, float]:
+def _launcher(procs: ProcessSet, name: str, argv: list[str], ready: Callable[[Spawned], str], *,
+              cpu: int | None, **spawn) -> Launch:
+    """`ready(proc)` waits for the first answer and says how start-up was measured."""
+    def launch() -> tuple[Spawned, float, str]:
+        proc = procs.spawn(name, argv, cpu=cpu, **spawn)
+        note = ready(proc)
+        return proc, time.monotonic() - proc.started, note
+    return launch
+
+
+def _first(url: str, what: str, **probe) -> Callable[[Spawned], str]:
+    def ready(proc: Spawned) -> str:
+        control.wait_until(proc, control.answers(url, **probe), timeout=60)
+        return what
+    return ready
+
+
+def _target(name: str, url: str, authorization: str | None, upstreams: list[str], launch: Launch) -> Target:
+    proc, startup, note = launch()
+    return Target(name, url, authorization, proc, upstreams, startup, note, launch)
+
+
+def start_fake(procs: ProcessSet, name: str, *, pin: bool) -> tuple[str, Launch]:
     port = free_port()
-    proc = procs.spawn(f"fake-{name}", [
+    url = f"http://127.0.0.1:{port}"
+    launch = _launcher(procs, f"fake-{name}", [
         sys.executable, "-m", "bench.fake", "--port", str(port), "--name", name,
         "--stream-chunks", str(STREAM_CHUNKS), "--chunk-delay", str(CHUNK_DELAY),
-    ], cpu=_core(pin, LOAD_CORE), cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    startup = control.wait_until(proc, control.answers(url + "/_fake/stats"), timeout=30)
-    return url, proc, startup
+    ], _first(url + "/_fake/stats", "spawn → /_fake/stats"), cpu=_core(pin, LOAD_CORE), cwd=REPO)
+    return url, launch
+
+
+def _upstream(procs: ProcessSet, name: str, *, pin: bool) -> str:
+    url, launch = start_fake(procs, name, pin=pin)
+    launch()
+    return url
 
 
 def start_fake_direct(procs: ProcessSet, *, pin: bool) -> Target:
-    url, proc, startup = start_fake(procs, "direct", pin=pin)
-    return Target("fake", url, None, proc, [url], startup, "spawn → /_fake/stats")
+    url, launch = start_fake(procs, "direct", pin=pin)
+    return _target("fake", url, None, [url], launch)
 
 
 def start_bare(procs: ProcessSet, *, pin: bool) -> Target:
-    upstream, _, _ = start_fake(procs, "for-bare", pin=pin)
-    port = free_port()
-    proc = procs.spawn("bare", [sys.executable, "-m", "bench.bare_proxy", "--port", str(port),
-                                "--upstream", upstream], cpu=_core(pin, PROXY_CORE), cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    startup = control.wait_until(proc, control.answers(url + "/v1/chat/completions", body=CHAT_BODY),
-                                 timeout=30)
-    return Target("bare", url, None, proc, [upstream], startup, "spawn → first 200 chat")
+    upstream = _upstream(procs, "for-bare", pin=pin)
+    url = f"http://127.0.0.1:{free_port()}"
+    launch = _launcher(procs, "bare", [sys.executable, "-m", "bench.bare_proxy", "--port", url.rsplit(":", 1)[1],
+                                       "--upstream", upstream],
+                       _first(url + "/v1/chat/completions", "spawn → first 200 chat", body=CHAT_BODY),
+                       cpu=_core(pin, PROXY_CORE), cwd=REPO)
+    return _target("bare", url, None, [upstream], launch)
 
 
 def start_gateway(procs: ProcessSet, workdir: str, *, pin: bool, bulk_keys: int = 1_000) -> Target:
     from proxy.cli_accounts import create_user_and_key  # lands with the gateway; imported late
 
-    upstreams = [start_fake(procs, f"for-gateway-{name}", pin=pin)[0] for name in "ab"]
+    upstreams = [_upstream(procs, f"for-gateway-{name}", pin=pin) for name in "ab"]
     config_dir = os.path.join(workdir, "gateway-config")
     port = free_port()
     config = write_gateway_config(config_dir, upstreams, port=port)
@@ -93,16 +125,19 @@ def start_gateway(procs: ProcessSet, workdir: str, *, pin: bool, bulk_keys: int 
     seed_keys(config.db_path, bulk_keys, plan=config.plan, rounds=4)
     _, key = create_user_and_key(config.db_path, "bench@bench.local", "bench account password",
                                  config.plan, "bench", bcrypt_rounds=config.bcrypt_rounds)
-    proc = procs.spawn("gateway", [sys.executable, "-m", "proxy", "serve", "--config", config_dir,
-                                   "--port", str(port)], cpu=_core(pin, PROXY_CORE), cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     authorization = f"Bearer {key}"
-    listening = control.wait_until(proc, control.answers(url + "/healthz"), timeout=60)
-    startup = control.wait_until(proc, control.answers(url + "/v1/models", headers={"Authorization": authorization}),
-                                 timeout=60)
-    return Target("gateway", url, authorization, proc, upstreams, startup,
-                  f"spawn → /healthz {listening:.2f} s → first 200 /v1/models with the key "
-                  f"(its bcrypt check at cost {config.bcrypt_rounds} included)")
+
+    def ready(proc: Spawned) -> str:
+        listening = control.wait_until(proc, control.answers(url + "/healthz"), timeout=60)
+        control.wait_until(proc, control.answers(url + "/v1/models", headers={"Authorization": authorization}),
+                           timeout=60)
+        return (f"spawn → /healthz {listening:.2f} s → first 200 /v1/models with the key "
+                f"(its bcrypt check at cost {config.bcrypt_rounds} included)")
+
+    launch = _launcher(procs, "gateway", [sys.executable, "-m", "proxy", "serve", "--config", config_dir,
+                                          "--port", str(port)], ready, cpu=_core(pin, PROXY_CORE), cwd=REPO)
+    return _target("gateway", url, authorization, upstreams, launch)
 
 
 def start_litellm(procs: ProcessSet, workdir: str, *, pin: bool) -> Target:
@@ -111,17 +146,20 @@ def start_litellm(procs: ProcessSet, workdir: str, *, pin: bool) -> Target:
 
     if not litellm.available():
         raise RuntimeError(f"LiteLLM is not installed at {litellm.VENV}; run scripts/install-litellm")
-    upstream, _, _ = start_fake(procs, "for-litellm", pin=pin)
+    upstream = _upstream(procs, "for-litellm", pin=pin)
     config_path = os.path.join(workdir, "litellm.yaml")
     litellm.write_config(config_path, upstream_base=upstream + "/v1")
     port = free_port()
-    proc = procs.spawn("litellm", [litellm.EXECUTABLE, "--config", config_path, "--host", "127.0.0.1",
-                                   "--port", str(port), "--num_workers", "1"],
-                       cpu=_core(pin, PROXY_CORE), env={**os.environ, **litellm.OFFLINE_ENV}, cwd=workdir)
     url = f"http://127.0.0.1:{port}"
     authorization = f"Bearer {litellm.MASTER_KEY}"
-    live = control.wait_until(proc, control.answers(url + "/health/liveliness"), timeout=180, interval=0.02)
-    startup = control.wait_until(proc, control.answers(url + "/v1/chat/completions", body=CHAT_BODY,
-                                                       headers={"Authorization": authorization}), timeout=60)
-    return Target("litellm", url, authorization, proc, [upstream], startup,
-                  f"spawn → /health/liveliness {live:.2f} s → first 200 chat")
+
+    def ready(proc: Spawned) -> str:
+        live = control.wait_until(proc, control.answers(url + "/health/liveliness"), timeout=180, interval=0.02)
+        control.wait_until(proc, control.answers(url + "/v1/chat/completions", body=CHAT_BODY,
+                                                 headers={"Authorization": authorization}), timeout=60)
+        return f"spawn → /health/liveliness {live:.2f} s → first 200 chat"
+
+    launch = _launcher(procs, "litellm", [litellm.EXECUTABLE, "--config", config_path, "--host", "127.0.0.1",
+                                          "--port", str(port), "--num_workers", "1"], ready,
+                       cpu=_core(pin, PROXY_CORE), env={**os.environ, **litellm.OFFLINE_ENV}, cwd=workdir)
+    return _target("litellm", url, authorization, [upstream], launch)
