@@ -120,7 +120,7 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
         backoff=parse_duration(r.get("backoff", "25ms")),
         max_backoff=parse_duration(r.get("max_backoff", "1s")),
         budget_ratio=r.get("budget_ratio", 0.2),
-        min_retries=r.get("min_retries", 3),
+        min_retries=r.get("min_retries", 5),
     )
 
     models = _build_models(b, d.get("models") or {})

@@ -161,7 +161,7 @@ class RetrySettings:
     backoff: float = 0.025
     max_backoff: float = 1.0
     budget_ratio: float = 0.2  # retries in flight ≤ ratio × active requests…
-    min_retries: int = 3  # …but always allow this many (Envoy's retry budget)
+    min_retries: int = 5  # …but always allow this many, so the requests in flight on an upstream that dies can all move
 
 
 @dataclass(frozen=True, slots=True)
