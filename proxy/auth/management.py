@@ -32,7 +32,8 @@ from .keys import KEY_PREFIX
 from .sessions import COOKIE_NAME, active_session
 from .users import User
 
-_CALLER = "bluesminds.caller"
+_CALLER: web.RequestKey["Caller | None"] = web.RequestKey("bluesminds.caller", object)
+_SNAPSHOT: web.RequestKey[Snapshot] = web.RequestKey("bluesminds.snapshot", object)
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _LOG_IN = (
     "Log in first: POST /api/auth/login, then send the session cookie or "
@@ -57,9 +58,9 @@ class Caller:
 
 def snapshot_of(request: web.Request) -> Snapshot:
     """The request's config snapshot, read once and kept for the whole request."""
-    snapshot = request.get("bluesminds.snapshot")
+    snapshot = request.get(_SNAPSHOT)
     if snapshot is None:
-        snapshot = request["bluesminds.snapshot"] = request.app[CONFIG].current
+        snapshot = request[_SNAPSHOT] = request.app[CONFIG].current
     return snapshot
 
 
