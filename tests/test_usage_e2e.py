@@ -123,3 +123,22 @@ async def test_embeddings_row(harness):
     await client(harness).embeddings.create(model="text-embedding-3-small", input=["a b", "c"])
     [row] = await settled(harness)
     assert (row["route"], row["prompt_tokens"], row["completion_tokens"]) == ("embeddings", 3, 0)
+
+
+async def test_keys_api_reports_each_keys_usage(harness):
+    await client(harness).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    await client(harness).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    await harness.app[USAGE].flush()
+    async with aiohttp.ClientSession() as session:
+        async with session.post(harness.url + "/api/auth/login", json={
+                "email": "tenant@example.com", "password": "correct horse battery"}) as resp:
+            auth = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+        async with session.get(harness.url + "/api/keys", headers=auth) as resp:
+            [key] = (await resp.json())["data"]
+        async with session.get(harness.url + f"/api/keys/{key['id']}", headers=auth) as resp:
+            one = await resp.json()
+    for view in (key, one):
+        assert view["usage"]["requests"] == 2
+        assert view["usage"]["tokens"] == 2 * (2 + 10)
+        assert view["usage"]["last_30d"]["requests"] == 2
+        assert view["usage"]["cost"] == pytest.approx(2 * (2 * 0.15 + 10 * 0.6) / 1e6)

@@ -21,6 +21,7 @@ from ..auth.keys import (
 from ..auth.management import Caller, now_of, reply, require_account, require_user, snapshot_of
 from ..auth.users import plan_for, user_by_id
 from ..errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from ..usage.stats import key_stats
 from ..validation import read_body, read_query
 
 
@@ -59,7 +60,9 @@ async def list_route(request: web.Request) -> web.Response:
     found = await request.app[STORE].read(
         lambda conn: list_keys(conn, now, user_id=owner, include_revoked=include_revoked)
     )
-    return reply({"object": "list", "data": [_public(request, key) for key in found], "has_more": False})
+    usage = await key_stats(request.app[STORE], owner, [key.id for key in found], now=now)
+    data = [{**_public(request, key), "usage": usage[key.id]} for key in found]
+    return reply({"object": "list", "data": data, "has_more": False})
 
 
 async def create_route(request: web.Request) -> web.Response:
@@ -81,7 +84,9 @@ async def create_route(request: web.Request) -> web.Response:
 async def get_route(request: web.Request) -> web.Response:
     caller = await require_user(request)
     read_query(request, "empty")
-    return reply(_public(request, await _visible_key(request, caller)))
+    key = await _visible_key(request, caller)
+    usage = await key_stats(request.app[STORE], key.user_id, [key.id], now=now_of(request))
+    return reply({**_public(request, key), "usage": usage[key.id]})
 
 
 async def update_route(request: web.Request) -> web.Response:
