@@ -61,7 +61,7 @@ async def test_missing_key(api, snapshot, header):
 @pytest.mark.parametrize("token", ["sk-openai", "bm-", "bm-0123456789ab_short", "bm-" + "x" * 56])
 async def test_malformed_key_costs_no_bcrypt(api, snapshot, token):
     message = await rejected(api, f"Bearer {token}", snapshot)
-    assert message == "Incorrect API key provided. You can find your API keys at /dashboard/keys."
+    assert message == "Incorrect API key provided. List your API keys with GET /api/keys."
     assert token not in message or token == "bm-"
     assert api.authenticator.bcrypt_verifications == 0
 

@@ -120,17 +120,20 @@ def test_after_a_cooldown_only_one_trial_request_goes_to_the_ejected_upstream():
     picks = []
     for _ in range(4):  # four requests in flight at once
         u = balancer.pick(snap, MODEL)
-        health.started(u.name)
+        if health.started(u.name):
+            trial = u.name
         picks.append(u.name)
-    assert picks.count("a") == 1
-    health.finished("a")
+    assert picks.count("a") == 1 and trial == "a"
+    health.finished("b")  # another request ending does not end the trial
+    assert balancer.pick(snap, MODEL).name == "b"
+    health.finished("a", trial=True)
     health.failure("a", "still down")  # the trial failed: straight back out, for longer
     assert health.get("a").ejected_until == clock.now + 20
     clock.now += 20
     u = balancer.pick(snap, MODEL)
     while u.name != "a":
         u = balancer.pick(snap, MODEL)
-    health.started("a")
-    health.finished("a")
+    assert health.started("a")
+    health.finished("a", trial=True)
     health.success("a", 0.01)
     assert {balancer.pick(snap, MODEL).name for _ in range(4)} == {"a", "b"}

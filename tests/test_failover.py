@@ -169,3 +169,27 @@ async def test_permanently_failing_upstreams_get_no_more_retries_than_the_budget
         await harness.stop()
         for f in bad:
             await f.stop()
+
+
+async def test_the_retry_budget_grows_with_the_requests_in_flight(gateway, upstreams):
+    budget = gateway.app[RETRY_BUDGET]
+    for u in upstreams:
+        await u.set_fault({"hang": True})
+    async with aiohttp.ClientSession() as session:
+        async def one():
+            async with session.post(gateway.url + "/v1/chat/completions", data=CHAT,
+                                    headers=gateway.headers()) as resp:
+                return resp.status
+
+        tasks = [asyncio.create_task(one()) for _ in range(40)]
+        while sum(u.stats()["in_flight"] for u in upstreams) < 40:
+            await asyncio.sleep(0.01)  # the fakes' counters have no event to await
+        assert budget.active_requests == 40
+        settings = gateway.app[CONFIG].current.retry
+        assert max(settings.min_retries, int(budget.active_requests * settings.budget_ratio)) == 8
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    while budget.active_requests:
+        await asyncio.sleep(0.01)  # the gateway notices each departed client
+    assert budget.active_retries == 0

@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 _NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
     "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). "
-    "You can find your API keys at /dashboard/keys."
+    "List your API keys with GET /api/keys."
 )
-_WRONG_KEY = "Incorrect API key provided. You can find your API keys at /dashboard/keys."
+_WRONG_KEY = "Incorrect API key provided. List your API keys with GET /api/keys."
 _GONE = object()
 
 
@@ -117,17 +117,17 @@ class Authenticator:
         key = entry.key
         if key.revoked_at is not None:
             raise AuthenticationFailed(
-                "This API key has been revoked. You can create a new one at /dashboard/keys."
+                "This API key has been revoked. Create a new one with POST /api/keys."
             )
         retires_at = entry.secrets.get(secret_id, _GONE)
         if retires_at is _GONE or (retires_at is not None and now >= retires_at):
             raise AuthenticationFailed(
                 "This API key was rotated and no longer works; use the new key, "
-                "or find your API keys at /dashboard/keys."
+                "or list your API keys with GET /api/keys."
             )
         if key.expires_at is not None and now >= key.expires_at:
             raise AuthenticationFailed(
-                "This API key has expired. You can create a new one at /dashboard/keys."
+                "This API key has expired. Create a new one with POST /api/keys."
             )
         if user.disabled:
             raise AuthenticationFailed(

@@ -59,7 +59,13 @@ class _Builder:
         if not value:
             self.problem(path, f"environment variable {env_name} is not set (it holds a secret the config names)",
                          env_name, True)
-        return value or None
+            return None
+        if not value.isascii() or not value.isprintable():
+            # It is sent in an HTTP header: a CR or LF would inject headers. The value is never echoed.
+            self.problem(path, f"environment variable {env_name} holds control or non-ASCII characters; "
+                         "a key must be plain printable ASCII", env_name, True)
+            return None
+        return value
 
 
 def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> tuple[Snapshot, list[str]]:

@@ -157,6 +157,10 @@ async def _handle(request: web.Request, route: str) -> web.StreamResponse:
     try:
         await _admit(request, call)
         reply = await app[FORWARDER].send(call.snapshot, call.model, call.parsed, call.request_id)
+        call.upstream = reply.upstream.name
+        if call.parsed.stream:
+            return await _relay_stream(request, call, reply)
+        return _complete(call, reply)
     except GatewayError as exc:
         call.account(exc.status, error_type=exc.code or exc.type)
         headers = {"x-request-id": call.request_id, **call.rl_headers}
@@ -164,10 +168,11 @@ async def _handle(request: web.Request, route: str) -> web.StreamResponse:
     except asyncio.CancelledError:
         call.account(499, error_type="client_disconnected")
         raise
-    call.upstream = reply.upstream.name
-    if call.parsed.stream:
-        return await _relay_stream(request, call, reply)
-    return _complete(call, reply)
+    except Exception:
+        # A bug must not keep the key's reservation (concurrency, quotas) forever;
+        # the middleware turns it into a 500 in OpenAI's shape.
+        call.account(500, error_type="internal_error")
+        raise
 
 
 def _complete(call: _Call, reply: UpstreamReply) -> web.Response:
@@ -191,44 +196,66 @@ async def _relay_stream(request: web.Request, call: _Call, reply: UpstreamReply)
     response = web.StreamResponse(status=200, headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
         "x-request-id": call.request_id, "x-bluesminds-upstream": reply.upstream.name, **call.rl_headers})
+    timeouts = reply.upstream.timeouts
+    deadline = reply.started + timeouts.total  # the whole answer, however it trickles
     outcome = "cut"
     try:
         await response.prepare(request)
         call.ttfb = time.perf_counter() - call.started
         chunk = reply.first_chunk
         upstream = reply.response
-        gap = reply.upstream.timeouts.first_byte  # the longest silence tolerated between chunks
         while chunk:
             out = relay.feed(chunk)
             if out:
-                await response.write(out)
-            chunk = await upstream.readany(gap)
-        if relay.done:
+                await _write_to_client(response, out)
+            if relay.done:
+                break  # nothing after [DONE] matters, even if the upstream keeps the socket open
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            # first_byte is also the longest silence tolerated between chunks.
+            chunk = await upstream.readany(min(timeouts.first_byte, remaining))
+        if relay.saw_error:
+            outcome = "upstream_error"  # the upstream reported it in-band; the client has it already
+        elif relay.done:
             outcome = "done"
         else:
-            await response.write(error_event(
+            await _write_to_client(response, error_event(
                 "The upstream closed the stream before it finished; the answer is incomplete."))
     except asyncio.CancelledError:
         outcome = "client_left"
         raise
-    except (ConnectionResetError, ConnectionError) as exc:
-        # Writing to a client that has gone away.
-        outcome = "client_left" if isinstance(exc, ConnectionResetError) else "cut"
+    except _ClientGone:
+        outcome = "client_left"
     except Exception as exc:  # the upstream connection broke or timed out mid-stream
         log.warning("stream from %s interrupted: %s", reply.upstream.name, type(exc).__name__)
         try:
-            await response.write(error_event(
+            await _write_to_client(response, error_event(
                 "The upstream connection failed mid-stream; the answer is incomplete."))
-        except Exception:
+        except _ClientGone:
             outcome = "client_left"
     finally:
-        reply.close(health, ok=outcome == "done",
-                    reason="" if outcome in ("done", "client_left") else "stream interrupted")
+        reply.close(health, ok=outcome in ("done", "upstream_error"),
+                    reason="stream interrupted" if outcome == "cut" else "")
         _account_stream(call, relay, outcome)
     if outcome == "client_left":
         return response
-    await response.write_eof()
+    try:
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client left after the last byte; the stream was complete
     return response
+
+
+class _ClientGone(Exception):
+    """Writing to the client failed: it went away."""
+
+
+async def _write_to_client(response: web.StreamResponse, data: bytes) -> None:
+    try:
+        await response.write(data)
+    except ConnectionError as exc:
+        raise _ClientGone() from exc
 
 
 def _account_stream(call: _Call, relay: SSERelay, outcome: str) -> None:
@@ -238,7 +265,7 @@ def _account_stream(call: _Call, relay: SSERelay, outcome: str) -> None:
         # A partial stream is billed for what was delivered.
         tokens = (estimate_prompt_tokens(call.route, call.parsed.body),
                   _tokens_for_chars(relay.content_chars), None)
-    status = 200 if outcome == "done" else (499 if outcome == "client_left" else 502)
+    status = {"done": 200, "client_left": 499}.get(outcome, 502)
     call.account(status, tokens=tokens, estimated=estimated, partial=outcome != "done",
                  error_type=None if outcome == "done" else outcome)
 
@@ -253,8 +280,9 @@ def _answer_chars(body: bytes) -> int:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         return 0
+    choices = parsed.get("choices") if isinstance(parsed, dict) else None
     total = 0
-    for choice in (parsed.get("choices") or []) if isinstance(parsed, dict) else []:
+    for choice in choices if isinstance(choices, list) else ():
         if isinstance(choice, dict):
             message = choice.get("message")
             text = message.get("content") if isinstance(message, dict) else choice.get("text")
@@ -275,13 +303,17 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     return await _handle(request, "embeddings")
 
 
+def _require_models_scope(principal) -> None:
+    if "models" not in principal.scopes:
+        raise PermissionDenied("This API key lacks the 'models' scope; create a key that has it.",
+                               code="insufficient_scope")
+
+
 async def list_models(request: web.Request) -> web.Response:
     snapshot = request.app[CONFIG].current
     request_id = request_id_of(request)
     principal = await request.app[AUTHENTICATOR].authenticate(request.headers.get("Authorization"), snapshot)
-    if "models" not in principal.scopes:
-        raise PermissionDenied("This API key lacks the 'models' scope; create a key that has it.",
-                               code="insufficient_scope")
+    _require_models_scope(principal)
     plan = snapshot.plans.get(principal.plan)
     allowed = plan.models if plan else ()
     data = [{"id": m.name, "object": "model", "created": m.created, "owned_by": m.owned_by}
@@ -292,14 +324,17 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def retrieve_model(request: web.Request) -> web.Response:
     snapshot = request.app[CONFIG].current
+    request_id = request_id_of(request)
     principal = await request.app[AUTHENTICATOR].authenticate(request.headers.get("Authorization"), snapshot)
+    _require_models_scope(principal)
     name = request.match_info["model"]
     model = snapshot.resolve_model(name)
     plan = snapshot.plans.get(principal.plan)
     if model is None or plan is None or not principal.may_use_model(model.name, plan.models):
         raise ModelNotFound(name)
     return web.Response(body=orjson.dumps({"id": model.name, "object": "model", "created": model.created,
-                                           "owned_by": model.owned_by}), content_type="application/json")
+                                           "owned_by": model.owned_by}), content_type="application/json",
+                        headers={"x-request-id": request_id})
 
 
 def setup(app: web.Application) -> None:

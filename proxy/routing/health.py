@@ -86,6 +86,9 @@ class HealthMonitor:
                 fresh[upstream.name] = old
             else:
                 fresh[upstream.name] = UpstreamHealth(upstream.name, upstream.url)
+                if old is not None:
+                    # Requests still running against the old URL will report in here.
+                    fresh[upstream.name].in_flight = old.in_flight
         self._table = fresh
 
     # -- hot path ----------------------------------------------------------
@@ -107,19 +110,24 @@ class HealthMonitor:
         h = self._table.get(name)
         return h is None or (h.up and now >= h.ejected_until)
 
-    def started(self, name: str) -> None:
+    def started(self, name: str) -> bool:
+        """Count a request in; True when it is the one trial of an upstream on probation."""
         h = self._table.get(name)
-        if h is not None:
-            h.in_flight += 1
-            h.requests += 1
-            if h.probation:
-                h.trial = True
+        if h is None:
+            return False
+        h.in_flight += 1
+        h.requests += 1
+        if h.probation and not h.trial:
+            h.trial = True
+            return True
+        return False
 
-    def finished(self, name: str) -> None:
+    def finished(self, name: str, trial: bool = False) -> None:
         h = self._table.get(name)
         if h is not None:
-            h.in_flight -= 1
-            h.trial = False
+            h.in_flight = max(0, h.in_flight - 1)
+            if trial:
+                h.trial = False
 
     def success(self, name: str, latency_s: float) -> None:
         h = self._table.get(name)

@@ -45,6 +45,7 @@ class UpstreamReply:
     first_chunk: bytes = b""
     attempts: int = 1
     started: float = 0.0
+    trial: bool = False  # this request is the one probing an upstream on probation
     _finished: bool = field(default=False)
 
     def close(self, health: HealthMonitor, *, ok: bool, reason: str = "") -> None:
@@ -56,7 +57,7 @@ class UpstreamReply:
             self.response.release()
         else:
             self.response.close()  # never pool a connection in an unknown state
-        health.finished(self.upstream.name)
+        health.finished(self.upstream.name, self.trial)
         if ok:
             health.success(self.upstream.name, time.monotonic() - self.started)
         elif reason:
@@ -117,6 +118,7 @@ class Forwarder:
         attempt = 0
         last_error: GatewayError | None = None
         retrying = False
+        self.budget.active_requests += 1
         try:
             for candidate in candidates:
                 body = upstream_body(parsed, candidate.upstream_model)
@@ -152,6 +154,7 @@ class Forwarder:
                 f"No healthy upstream can serve `{model.name}` right now. Retry shortly.",
                 headers={"Retry-After": "1", "retry-after-ms": "1000"})
         finally:
+            self.budget.active_requests -= 1
             if retrying:
                 self.budget.active_retries -= 1
 
@@ -159,8 +162,9 @@ class Forwarder:
                        stream: bool, request_id: str) -> UpstreamReply | GatewayError:
         t = upstream.timeouts
         started = time.monotonic()
+        deadline = asyncio.get_running_loop().time() + t.total  # the whole answer, in loop time
         name = upstream.name
-        self.health.started(name)
+        trial = self.health.started(name)
         response = None
         handed_over = False  # an open stream now belongs to the UpstreamReply
         try:
@@ -186,7 +190,7 @@ class Forwarder:
                         "the upstream key.", code="upstream_auth_failed"))
                 return UpstreamClientError(status, raw, name)
             if not stream:
-                data = await response.read(min(t.first_byte, t.total))
+                data = await response.read(t.first_byte, deadline=deadline)
                 self.health.success(name, time.monotonic() - started)
                 return UpstreamReply(upstream, model, status, response.content_type, body=data, started=started)
             first = await response.readany(t.first_byte)
@@ -195,7 +199,7 @@ class Forwarder:
                     "The upstream closed the stream before sending anything."))
             handed_over = True
             return UpstreamReply(upstream, model, status, response.content_type, response=response,
-                                 first_chunk=first, started=started)
+                                 first_chunk=first, started=started, trial=trial)
         except asyncio.TimeoutError:
             return self._failed(upstream, "timeout", UpstreamTimeout(
                 f"The upstream did not answer within {t.first_byte:g}s."))
@@ -207,7 +211,7 @@ class Forwarder:
                 if response is not None:
                     # Pooled again only when read to the end; cancelled or failed mid-body: dropped.
                     response.release()
-                self.health.finished(name)
+                self.health.finished(name, trial)
 
     def _failed(self, upstream: UpstreamConfig, reason: str, error: GatewayError) -> GatewayError:
         self.health.failure(upstream.name, reason)

@@ -219,12 +219,20 @@ class Response:
             self.conn.resume()
         return data
 
-    async def read(self, timeout: float | None = None) -> bytes:
-        """The whole body; `timeout` bounds each wait for more bytes."""
+    async def read(self, timeout: float | None = None, deadline: float | None = None) -> bytes:
+        """The whole body; `timeout` bounds each wait for more bytes, `deadline`
+        (event-loop time) the whole read however slowly the bytes trickle."""
+        loop = asyncio.get_running_loop()
         while not self.complete:
             if self.error is not None:
                 raise self.error
-            await self._wait(timeout)
+            wait = timeout
+            if deadline is not None:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise asyncio.TimeoutError
+                wait = left if wait is None else min(wait, left)
+            await self._wait(wait)
         if self.error is not None:
             raise self.error
         data = b"".join(self.chunks)

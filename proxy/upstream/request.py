@@ -16,6 +16,10 @@ DESTINATION_FIELDS = frozenset({
     "api_base", "base_url", "api_key", "api_version", "azure_endpoint", "custom_llm_provider",
     "litellm_params", "deployment_id", "organization", "aws_region_name", "vertex_project",
     "vertex_location", "mock_response", "metadata_url", "user_config",
+    # LiteLLM's client-side fallbacks and retries would let a body pick other
+    # models (outside the key's allow-list) or multiply upstream load.
+    "fallbacks", "context_window_fallback_dict", "mock_testing_fallbacks", "model_list",
+    "num_retries", "max_retries",
 })
 
 ROUTE_SCOPE = {"chat": "chat", "completions": "completions", "embeddings": "embeddings"}

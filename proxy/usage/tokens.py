@@ -57,7 +57,8 @@ def _chat_tokens(body: dict[str, Any]) -> int:
         name = message.get("name")
         if isinstance(name, str):
             total += estimate_text_tokens(name)
-        for call in message.get("tool_calls") or ():
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
                 total += _strings_tokens(function.get("name"), function.get("arguments"))
