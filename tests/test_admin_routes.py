@@ -352,3 +352,17 @@ async def test_no_change_is_no_new_version(client, config_dir: str) -> None:
     await call(client, "PATCH", "/api/admin/servers/a", status=200, json={"drain": None})
     assert client.server.app[CONFIG].version == 1
     assert not os.path.exists(managed_path(config_dir))
+
+
+async def test_an_added_server_cannot_read_its_key_from_an_arbitrary_variable(client, fakes, monkeypatch) -> None:
+    admin_env = client.server.app[CONFIG].current.admin.key_env
+    monkeypatch.setenv("DATABASE_PASSWORD", "hunter2")
+    monkeypatch.setenv("BLUESMINDS_UPSTREAM_C_KEY", "sk-c")
+    for name in (admin_env, "DATABASE_PASSWORD"):
+        refused = await call(client, "POST", "/api/admin/servers", status=400,
+                             json={"name": "c", "url": fakes["c"].url, "models": "*", "api_key_env": name})
+        assert refused["error"]["param"] == "api_key_env"
+        assert refused["error"]["code"] == "api_key_env_not_allowed"
+    await call(client, "POST", "/api/admin/servers", status=201,
+               json={"name": "c", "url": fakes["c"].url, "models": "*", "api_key_env": "BLUESMINDS_UPSTREAM_C_KEY"})
+    assert client.server.app[CONFIG].current.upstream_by_name["c"].api_key == "sk-c"

@@ -147,9 +147,30 @@ def _hand_written(snapshot: Snapshot, doc: ManagedDoc, name: str) -> UpstreamCon
     return upstream
 
 
+# Environment variables a server added through the API may read its key from,
+# besides those hand-written upstreams already use. Without a rule, an admin
+# session could point a server at its own URL with `api_key_env` naming any
+# variable (the admin key's, a database password) and receive it as a bearer.
+UPSTREAM_KEY_PREFIX = "BLUESMINDS_UPSTREAM_"
+
+
+def check_key_env(spec: dict[str, Any], snapshot: Snapshot) -> None:
+    name = spec.get("api_key_env")
+    if name is None:
+        return
+    declared = {u.api_key_env for u in snapshot.upstreams
+                if u.api_key_env and u.source != snapshot.managed_file}
+    if name == snapshot.admin.key_env or not (name in declared or name.startswith(UPSTREAM_KEY_PREFIX)):
+        raise InvalidRequest(
+            f"api_key_env: a server added through the API may only read its key from a variable a "
+            f"hand-written upstream already uses, or one named {UPSTREAM_KEY_PREFIX}*.",
+            param="api_key_env", code="api_key_env_not_allowed")
+
+
 def add_server(doc: ManagedDoc, snapshot: Snapshot, body: Any) -> str:
     spec = require_object(body)
     check_server(spec)
+    check_key_env(spec, snapshot)
     name = spec["name"]
     if name in snapshot.upstream_by_name or doc.find(name) is not None:
         upstream = snapshot.upstream_by_name.get(name)
@@ -180,6 +201,7 @@ def update_server(doc: ManagedDoc, snapshot: Snapshot, name: str, body: Any) -> 
             else:
                 merged[key] = value
         check_server(merged)
+        check_key_env(merged, snapshot)
         doc.upstreams[doc.upstreams.index(managed)] = _ordered(merged)
         return
     upstream = _hand_written(snapshot, doc, name)
