@@ -422,3 +422,24 @@ async def test_bearer_writes_skip_the_origin_check(api):
                                      headers={**headers, "Origin": "https://elsewhere.example"})
     assert response.status == 201
 
+
+
+async def test_dead_sessions_are_pruned_and_live_ones_kept(api, clock, snapshot):
+    from proxy.auth.sessions import prune_sessions
+
+    email = new_email()
+    live = bearer((await api.signup(email))["token"])
+    logged_out = bearer((await (await api.client.post(
+        "/api/auth/login", json={"email": email, "password": PASSWORD})).json())["token"])
+    await api.client.post("/api/auth/logout", headers=logged_out)
+    old_headers, _ = await api.user()
+    clock.advance(snapshot.auth.session_ttl / 2)
+    live = bearer((await (await api.client.post(
+        "/api/auth/login", json={"email": email, "password": PASSWORD})).json())["token"])
+    clock.advance(snapshot.auth.session_ttl / 2)  # the first sessions have now expired
+    removed = await api.db.write(lambda conn: prune_sessions(conn, clock()))
+    assert removed >= 3  # the revoked one and the expired ones
+    assert (await api.client.get("/api/auth/me", headers=live)).status == 200
+    assert (await api.client.get("/api/auth/me", headers=old_headers)).status == 401
+    remaining = await api.db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+    assert remaining == 1

@@ -7,6 +7,9 @@ login throttle) and their lifecycle; the HTTP routes are added by
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from typing import AsyncIterator
 
@@ -17,8 +20,11 @@ from .authenticator import AUTHENTICATOR, Authenticator
 from .management import Caller, admin_guard, identify, require_account, require_admin, require_user
 from .passwords import HASHER, Hasher
 from .principal import SCOPES, KeyLimits, Principal
+from .sessions import prune_sessions
 from .throttle import LOGIN_THROTTLE, LoginThrottle
 from . import tables as _tables  # noqa: F401  (registers the schema)
+
+log = logging.getLogger("bluesminds.auth")
 
 __all__ = [
     "AUTHENTICATOR", "HASHER", "LOGIN_THROTTLE", "SCOPES", "Authenticator", "Caller", "Hasher",
@@ -38,9 +44,29 @@ def setup(app: web.Application) -> None:
     app.cleanup_ctx.append(_lifecycle)
 
 
+# Dead sessions (expired, revoked) are deleted this often; it bounds the table, not security.
+SESSION_PRUNE_INTERVAL = 3600.0
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     authenticator = app[AUTHENTICATOR]
     await authenticator.start(app[STORE])
+    pruner = asyncio.create_task(_prune_sessions_forever(app), name="session-prune")
     yield
+    pruner.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pruner
     await authenticator.stop()
     app[HASHER].close()
+
+
+async def _prune_sessions_forever(app: web.Application) -> None:
+    clock = app.get(CLOCK, time.time)
+    while True:
+        try:
+            removed = await app[STORE].write(lambda conn: prune_sessions(conn, clock()))
+            if removed:
+                log.info("removed %d expired or revoked sessions", removed)
+        except Exception:
+            log.exception("pruning sessions failed; retrying in %ss", SESSION_PRUNE_INTERVAL)
+        await asyncio.sleep(SESSION_PRUNE_INTERVAL)

@@ -73,3 +73,9 @@ def revoke_user_sessions(
         (now, user_id, keep),
     )
     return cursor.rowcount
+
+
+def prune_sessions(conn: sqlite3.Connection, now: float) -> int:
+    """Delete sessions that can never be used again: expired or revoked."""
+    cursor = conn.execute("DELETE FROM sessions WHERE expires_at <= ? OR revoked_at IS NOT NULL", (now,))
+    return cursor.rowcount
