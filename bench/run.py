@@ -27,7 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # `python bench/run.py` as well as `python -m bench`
     sys.path.insert(0, REPO)
 
-from bench import control, profile, wrk  # noqa: E402
+from bench import profile, wrk  # noqa: E402
 from bench.load import HitLedger, measure_streams, measure_wrk  # noqa: E402
 from bench.procs import ProcessSet, can_pin, machine_busy_seconds, rss_bytes  # noqa: E402
 from bench.report import Results, render  # noqa: E402

@@ -19,14 +19,13 @@ _NULL_USAGE = (b',"usage":null', b', "usage": null', b'"usage":null,', b'"usage"
 
 
 class SSERelay:
-    __slots__ = ("strip_usage", "buffer", "usage", "done", "events", "content_chars", "saw_error")
+    __slots__ = ("strip_usage", "buffer", "usage", "done", "content_chars", "saw_error")
 
     def __init__(self, *, strip_usage: bool) -> None:
         self.strip_usage = strip_usage
         self.buffer = b""
         self.usage: dict[str, Any] | None = None
         self.done = False
-        self.events = 0
         self.content_chars = 0  # delivered text, for an estimate when usage never comes
         self.saw_error = False
 
@@ -54,7 +53,6 @@ class SSERelay:
         if event.startswith(DONE):
             self.done = True
             return event
-        self.events += 1
         payload = event[5:].lstrip()
         if b'"usage"' in payload and b'"usage":null' not in payload and b'"usage": null' not in payload:
             try:
