@@ -54,7 +54,8 @@ class _Call:
     """What one /v1 request carries through the pipeline, for accounting at the end."""
 
     __slots__ = ("app", "snapshot", "route", "request_id", "started", "parsed", "principal",
-                 "model", "plan", "reservation", "rl_headers", "upstream", "ttfb", "accounted")
+                 "model", "plan", "reservation", "rl_headers", "upstream", "ttfb", "accounted",
+                 "prompt_estimate")
 
     def __init__(self, app: web.Application, snapshot: Snapshot, route: str, request_id: str) -> None:
         self.app = app
@@ -71,6 +72,7 @@ class _Call:
         self.upstream: str | None = None
         self.ttfb: float | None = None
         self.accounted = False
+        self.prompt_estimate = 0  # counted once at admission; reused when upstream reports no usage
 
     def account(self, status: int, *, tokens: tuple[int, int, int | None] | None = None,
                 estimated: bool = False, partial: bool = False, error_type: str | None = None) -> None:
@@ -138,7 +140,7 @@ async def _admit(request: web.Request, call: _Call) -> None:
     if not principal.may_use_model(model.name, plan.models):
         raise PermissionDenied(f"This API key may not use the model `{model.name}`.", param="model",
                                code="model_not_allowed")
-    prompt_estimate = estimate_prompt_tokens(call.route, parsed.body)
+    prompt_estimate = call.prompt_estimate = estimate_prompt_tokens(call.route, parsed.body)
     completion_estimate = 0 if call.route == "embeddings" else (parsed.max_tokens or plan.default_max_tokens)
     cost_estimate = model.pricing.cost(prompt_estimate, completion_estimate) if model.pricing else 0.0
     limiter = request.app[LIMITER]
@@ -179,8 +181,7 @@ def _complete(call: _Call, reply: UpstreamReply) -> web.Response:
     tokens = usage_tokens(extract_usage(reply.body))
     estimated = tokens is None
     if tokens is None:
-        tokens = (estimate_prompt_tokens(call.route, call.parsed.body),
-                  _tokens_for_chars(_answer_chars(reply.body)), None)
+        tokens = (call.prompt_estimate, _tokens_for_chars(_answer_chars(reply.body)), None)
     call.ttfb = time.perf_counter() - call.started
     call.account(reply.status, tokens=tokens, estimated=estimated)
     headers = call.rl_headers  # a fresh dict per request, ours to extend
@@ -263,8 +264,7 @@ def _account_stream(call: _Call, relay: SSERelay, outcome: str) -> None:
     estimated = tokens is None
     if tokens is None:
         # A partial stream is billed for what was delivered.
-        tokens = (estimate_prompt_tokens(call.route, call.parsed.body),
-                  _tokens_for_chars(relay.content_chars), None)
+        tokens = (call.prompt_estimate, _tokens_for_chars(relay.content_chars), None)
     status = {"done": 200, "client_left": 499}.get(outcome, 502)
     call.account(status, tokens=tokens, estimated=estimated, partial=outcome != "done",
                  error_type=None if outcome == "done" else outcome)

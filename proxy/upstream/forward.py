@@ -39,7 +39,6 @@ class UpstreamReply:
     upstream: UpstreamConfig
     model: ModelConfig
     status: int
-    content_type: str
     body: bytes = b""  # non-stream answers
     response: Response | None = None  # stream answers
     first_chunk: bytes = b""
@@ -192,13 +191,13 @@ class Forwarder:
             if not stream:
                 data = await response.read(t.first_byte, deadline=deadline)
                 self.health.success(name, time.monotonic() - started)
-                return UpstreamReply(upstream, model, status, response.content_type, body=data, started=started)
+                return UpstreamReply(upstream, model, status, body=data, started=started)
             first = await response.readany(t.first_byte)
             if not first:
                 return self._failed(upstream, "stream closed before the first byte", UpstreamError(
                     "The upstream closed the stream before sending anything."))
             handed_over = True
-            return UpstreamReply(upstream, model, status, response.content_type, response=response,
+            return UpstreamReply(upstream, model, status, response=response,
                                  first_chunk=first, started=started, trial=trial)
         except asyncio.TimeoutError:
             return self._failed(upstream, "timeout", UpstreamTimeout(
