@@ -28,6 +28,26 @@ class Clock:
 
 NOON = calendar.timegm((2026, 11, 26, 12, 0, 0))
 
+# Window and quota behaviour must not depend on the day the suite runs: each of
+# these runs at a month end, a year end, a leap day and a European DST change,
+# with the process in a time zone that has DST, so local time never leaks in.
+DATES = {
+    "month-end": (2026, 11, 30),
+    "year-end": (2026, 12, 31),
+    "leap-day": (2028, 2, 29),
+    "dst-change": (2027, 3, 28),
+}
+
+
+@pytest.fixture(params=sorted(DATES), ids=sorted(DATES))
+def day(request, monkeypatch):
+    import time as _time
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    _time.tzset()
+    yield DATES[request.param]
+    monkeypatch.undo()
+    _time.tzset()
+
 
 async def start(tmp_path, upstreams, plan: dict, *, clock=None, name="cfg") -> GatewayHarness:
     harness = GatewayHarness.write(str(tmp_path / name), [upstream_entry("a", upstreams[0].url)],
@@ -136,8 +156,8 @@ async def test_daily_quota_under_500_concurrent_requests_admits_exactly_the_quot
         await harness.stop()
 
 
-async def test_daily_window_resets_at_utc_midnight(tmp_path, upstreams):
-    clock = Clock(calendar.timegm((2026, 11, 26, 23, 59, 0)))
+async def test_daily_window_resets_at_utc_midnight(tmp_path, upstreams, day):
+    clock = Clock(calendar.timegm((*day, 23, 59, 0)))
     harness = await start(tmp_path, upstreams, {"requests_per_day": 5}, clock=clock)
     try:
         assert [s for s, _, _ in await burst(harness, 8)].count(200) == 5
@@ -147,8 +167,8 @@ async def test_daily_window_resets_at_utc_midnight(tmp_path, upstreams):
         await harness.stop()
 
 
-async def test_restart_mid_window_keeps_quota(tmp_path, upstreams):
-    clock = Clock(NOON)
+async def test_restart_mid_window_keeps_quota(tmp_path, upstreams, day):
+    clock = Clock(calendar.timegm((*day, 12, 0, 0)))
     harness = await start(tmp_path, upstreams, {"requests_per_day": 50, "tokens_per_month": 100000}, clock=clock)
     assert [s for s, _, _ in await burst(harness, 30)].count(200) == 30
     await harness.stop()  # graceful: flushes usage
@@ -158,6 +178,24 @@ async def test_restart_mid_window_keeps_quota(tmp_path, upstreams):
     try:
         statuses = [s for s, _, _ in await burst(again, 30)]
         assert statuses.count(200) == 20  # neither reset nor double-counted
+        await again.app[USAGE].flush()
+    finally:
+        await again.stop()
+
+
+async def test_restart_after_midnight_resets_the_day_and_the_month_only_when_it_ends(tmp_path, upstreams, day):
+    clock = Clock(calendar.timegm((*day, 23, 30, 0)))
+    harness = await start(tmp_path, upstreams, {"requests_per_day": 50, "requests_per_month": 70}, clock=clock)
+    assert [s for s, _, _ in await burst(harness, 30)].count(200) == 30
+    await harness.stop()
+
+    clock.now += 3600  # 00:30 the next day, after a restart
+    again = await harness.start(plan="limited", clock=clock)
+    try:
+        admitted = [s for s, _, _ in await burst(again, 60)].count(200)
+        month_ended = day[2] == calendar.monthrange(day[0], day[1])[1]
+        # A new day always; a new month only after the month's last day.
+        assert admitted == (50 if month_ended else 40)
         await again.app[USAGE].flush()
     finally:
         await again.stop()

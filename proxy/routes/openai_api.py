@@ -19,7 +19,7 @@ import time
 import orjson
 from aiohttp import web
 
-from ..appkeys import CONFIG, HEALTH
+from ..appkeys import CLOCK, CONFIG, HEALTH
 from ..auth.authenticator import AUTHENTICATOR
 from ..config.snapshot import ModelConfig, PlanConfig, Snapshot
 from ..errors import GatewayError, ModelNotFound, PermissionDenied, error_response
@@ -104,7 +104,7 @@ class _Call:
         principal = self.principal
         if principal is not None:
             app[USAGE].record(UsageRecord(
-                ts=time.time(), request_id=self.request_id, user_id=principal.user_id,
+                ts=app[CLOCK](), request_id=self.request_id, user_id=principal.user_id,
                 key_id=principal.key_id, route=self.route,
                 requested_model=self.parsed.model if self.parsed else "",
                 served_model=model_name, upstream=self.upstream, status=status, error_type=error_type,
