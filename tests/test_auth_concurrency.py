@@ -12,7 +12,7 @@ async def test_100_concurrent_signups(api):
         api.client.post("/api/auth/signup", json={"email": f"crowd{i}@example.com", "password": PASSWORD})
         for i in range(100)
     ))
-    assert [r.status for r in responses] == [201] * 100
+    assert [r.status for r in responses] == [202] * 100
     count = await api.db.read(lambda conn: conn.execute("SELECT count(*) FROM users").fetchone()[0])
     assert count == 100
 
@@ -25,7 +25,8 @@ async def test_100_concurrent_key_creations(api):
     assert [r.status for r in responses] == [201] * 100
     keys = {(await r.json())["key"] for r in responses}
     assert len(keys) == 100
-    principals = await asyncio.gather(*(api.authenticate(key) for key in keys))
+    # One at a time: the bcrypt gate refuses new keys beyond its queue (tests/test_auth_flood.py).
+    principals = [await api.authenticate(key) for key in keys]
     assert len({p.key_id for p in principals}) == 100
 
 
@@ -39,4 +40,4 @@ async def test_concurrent_writes_of_every_kind(api):
         calls.append(api.client.patch(f"/api/keys/{key['id']}", json={"name": f"n{i}"}, headers=headers))
         calls.append(api.client.post(f"/api/keys/{key['id']}/rotate", json={"overlap_seconds": 60}, headers=headers))
     responses = await asyncio.gather(*calls)
-    assert sorted({r.status for r in responses}) == [200, 201]
+    assert sorted({r.status for r in responses}) == [200, 201, 202]

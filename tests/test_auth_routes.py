@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from proxy.auth.sessions import COOKIE_NAME
 
@@ -16,11 +17,20 @@ def with_auth(snapshot, **changes):
 # -- signup -----------------------------------------------------------------------
 
 
-async def test_signup_creates_user_with_default_plan_and_session(api, clock):
+async def test_signup_creates_user_with_default_plan_then_login_gives_session(api, clock):
     response = await api.client.post(
         "/api/auth/signup", json={"email": "  Ada@Example.COM ", "password": PASSWORD, "name": "Ada"}
     )
-    assert response.status == 201
+    assert response.status == 202
+    assert await response.json() == {
+        "object": "signup",
+        "email": "ada@example.com",
+        "message": "Signup received. Log in with POST /api/auth/login using this e-mail "
+                   "address and password.",
+    }
+    assert COOKIE_NAME not in response.cookies
+    response = await api.client.post("/api/auth/login", json={"email": "ada@example.com", "password": PASSWORD})
+    assert response.status == 200
     body = await response.json()
     assert body["object"] == "session"
     assert body["token"].startswith("bms_") and len(body["token"]) >= 4 + 43
@@ -39,19 +49,52 @@ async def test_signup_creates_user_with_default_plan_and_session(api, clock):
 
 async def test_secure_cookie_when_configured(api, snapshot):
     api.set_snapshot(with_auth(snapshot, secure_cookies=True))
-    response = await api.client.post("/api/auth/signup", json={"email": new_email(), "password": PASSWORD})
-    assert response.status == 201
+    email = new_email()
+    await api.client.post("/api/auth/signup", json={"email": email, "password": PASSWORD})
+    response = await api.client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+    assert response.status == 200
     assert response.cookies[COOKIE_NAME]["secure"] is True
 
 
-async def test_email_is_unique_after_normalisation(api):
+async def test_signup_of_a_taken_address_answers_like_a_new_one_and_changes_nothing(api, caplog):
+    caplog.set_level(logging.INFO, logger="proxy.routes.auth_routes")
     await api.signup("bob@example.com")
-    response = await api.client.post(
-        "/api/auth/signup", json={"email": "BOB@example.com ", "password": PASSWORD}
+    new = await api.client.post("/api/auth/signup", json={"email": "carol@example.com", "password": PASSWORD})
+    taken = await api.client.post(
+        "/api/auth/signup", json={"email": "BOB@example.com ", "password": "another password"}
     )
-    assert response.status == 409
-    error = await error_of(response)
-    assert error["param"] == "email"
+    assert (taken.status, new.status) == (202, 202)
+    new_body, taken_body = await new.json(), await taken.json()
+    assert taken_body == {**new_body, "email": "bob@example.com"}
+    assert set(taken.headers) - {"Date"} == set(new.headers) - {"Date"}
+    # The existing account keeps its password: the second signup changed nothing.
+    response = await api.client.post("/api/auth/login", json={"email": "bob@example.com",
+                                                             "password": "another password"})
+    assert response.status == 401
+    count = await api.db.read(
+        lambda conn: conn.execute("SELECT count(*) FROM users WHERE email = 'bob@example.com'").fetchone()[0])
+    assert count == 1
+    assert "already has an account; nothing changed" in caplog.text
+
+
+async def test_signup_of_a_taken_address_still_hashes_the_password(api):
+    await api.signup("dora@example.com")
+    before = api.hasher.hashes
+    response = await api.client.post("/api/auth/signup", json={"email": "dora@example.com", "password": PASSWORD})
+    assert response.status == 202
+    assert api.hasher.hashes == before + 1  # the same work as a new account: no timing oracle
+
+
+async def test_signup_with_invite_for_a_taken_address_keeps_the_invite(api, snapshot):
+    await api.signup("erin@example.com")
+    api.set_snapshot(with_auth(snapshot, signup="invite"))
+    code = (await (await api.client.post("/api/admin/invites", json={}, headers=ADMIN)).json())["code"]
+    response = await api.client.post(
+        "/api/auth/signup", json={"email": "erin@example.com", "password": PASSWORD, "invite_code": code})
+    assert response.status == 202
+    session = await api.signup(invite_code=code)  # still unused
+    listed = await (await api.client.get("/api/admin/invites", headers=ADMIN)).json()
+    assert listed["data"][0]["used_by"] == session["user"]["id"]
 
 
 async def test_signup_rejects_bad_email(api):
@@ -268,11 +311,11 @@ async def test_login_throttled_per_account(api, clock, snapshot):
 
 async def test_login_throttled_per_address(api, snapshot):
     api.set_snapshot(with_auth(snapshot, login_attempts_per_minute=3))
+    email = new_email()
+    await api.signup(email)
     for _ in range(3):
         response = await api.client.post("/api/auth/login", json={"email": new_email(), "password": PASSWORD})
         assert response.status == 401
-    email = new_email()
-    await api.signup(email)
     response = await api.client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
     assert response.status == 429
 

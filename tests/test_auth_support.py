@@ -57,7 +57,8 @@ def make_snapshot(db_path: str, **auth: Any) -> Snapshot:
     }
     lookup = dict(models)
     lookup["mini"] = models["gpt-4o-mini"]
-    settings = {"bcrypt_rounds": 4, "password_min_length": 10, **auth}
+    # Tests sign up many accounts from 127.0.0.1; the signup throttle has tests of its own.
+    settings = {"bcrypt_rounds": 4, "password_min_length": 10, "signups_per_hour": 10_000, **auth}
     return Snapshot(
         server=ServerSettings(),
         database=DatabaseSettings(path=db_path),
@@ -137,10 +138,14 @@ class Api:
         self.app[CONFIG].current = snapshot
 
     async def signup(self, email: str | None = None, password: str = PASSWORD, **extra) -> dict:
+        """Sign up, then log in: the session of the new account."""
+        email = email or new_email()
         response = await self.client.post(
-            "/api/auth/signup", json={"email": email or new_email(), "password": password, **extra}
+            "/api/auth/signup", json={"email": email, "password": password, **extra}
         )
-        assert response.status == 201, await response.text()
+        assert response.status == 202, await response.text()
+        response = await self.client.post("/api/auth/login", json={"email": email, "password": password})
+        assert response.status == 200, await response.text()
         # Callers choose their credential per request; the jar must not add one.
         self.client.session.cookie_jar.clear()
         return await response.json()

@@ -1,7 +1,7 @@
 """Tenants: accounts, sessions and API keys, and who is calling.
 
 `setup(app)` installs the shared services (bcrypt pool, key authenticator,
-login throttle) and their lifecycle; the HTTP routes are added by
+login and signup throttles) and their lifecycle; the HTTP routes are added by
 `proxy.routes.auth_routes`, `keys_routes` and `admin_users`.
 """
 
@@ -21,15 +21,16 @@ from .management import Caller, admin_guard, identify, require_account, require_
 from .passwords import HASHER, Hasher
 from .principal import SCOPES, KeyLimits, Principal
 from .sessions import prune_sessions
-from .throttle import LOGIN_THROTTLE, LoginThrottle
+from .client_address import client_address
+from .throttle import LOGIN_THROTTLE, SIGNUP_THROTTLE, LoginThrottle
 from . import tables as _tables  # noqa: F401  (registers the schema)
 
 log = logging.getLogger("bluesminds.auth")
 
 __all__ = [
-    "AUTHENTICATOR", "HASHER", "LOGIN_THROTTLE", "SCOPES", "Authenticator", "Caller", "Hasher",
-    "KeyLimits", "LoginThrottle", "Principal", "admin_guard", "identify", "require_account",
-    "require_admin", "require_user", "setup",
+    "AUTHENTICATOR", "HASHER", "LOGIN_THROTTLE", "SCOPES", "SIGNUP_THROTTLE", "Authenticator",
+    "Caller", "Hasher", "KeyLimits", "LoginThrottle", "Principal", "admin_guard", "client_address",
+    "identify", "require_account", "require_admin", "require_user", "setup",
 ]
 
 
@@ -41,6 +42,7 @@ def setup(app: web.Application) -> None:
     app[HASHER] = hasher
     app[AUTHENTICATOR] = Authenticator(hasher, clock=clock)
     app[LOGIN_THROTTLE] = LoginThrottle(clock)
+    app[SIGNUP_THROTTLE] = LoginThrottle(clock, window=3600.0, what="signups from this address")
     app.cleanup_ctx.append(_lifecycle)
 
 

@@ -25,12 +25,14 @@ from typing import Callable
 from aiohttp import web
 
 from ..config.snapshot import Snapshot
-from ..errors import AuthenticationFailed
+from ..errors import AuthenticationFailed, RateLimited
 from ..store import Database
 from . import keys as key_store
+from .bcrypt_gate import BcryptGate
 from .passwords import Hasher
 from .principal import Principal
 from .tables import events_after, last_event_seq
+from .throttle import LoginThrottle
 from .users import User, plan_for
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,16 @@ class _Entry:
         self.principal_user: User | None = None
 
 
+class _Check:
+    """A bcrypt check in flight, shared by every request carrying the same new key."""
+
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: "asyncio.Task[tuple[int, int] | None]") -> None:
+        self.task = task
+        self.waiters = 0
+
+
 class Authenticator:
     def __init__(
         self,
@@ -70,6 +82,8 @@ class Authenticator:
         poll_interval: float = 1.0,
         flush_interval: float = 5.0,
         rejected_cache_size: int = 10_000,
+        failures_per_minute: int = 20,
+        check_queue: int = 16,
     ) -> None:
         self._db = db
         self._hasher = hasher
@@ -77,13 +91,19 @@ class Authenticator:
         self._poll_interval = poll_interval
         self._flush_interval = flush_interval
         self._rejected_cache_size = rejected_cache_size
+        # Failed checks per lookup id and per client address; a key already
+        # verified never reaches this, so only unverified secrets are slowed.
+        self._throttle = LoginThrottle(clock, window=60.0, what="failed API key checks")
+        self._failure_limit = failures_per_minute
+        # Half the pool at most, so logins and signups always find a thread.
+        self._gate = BcryptGate(concurrency=max(1, hasher.workers // 2), queue=check_queue)
         # digest of a key text -> (key id, secret id), once bcrypt said yes.
         self._verified: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
         # digests bcrypt said no to: a secret's hash never changes, so neither does the answer.
         self._rejected: OrderedDict[bytes, None] = OrderedDict()
         self._keys: dict[int, _Entry] = {}
         self._users: dict[int, User] = {}
-        self._inflight: dict[bytes, asyncio.Task[tuple[int, int] | None]] = {}
+        self._inflight: dict[bytes, _Check] = {}
         # Bumped by every invalidation, so a load that raced one is used once, not cached.
         self._generation = 0
         self._last_used: dict[int, float] = {}
@@ -93,7 +113,10 @@ class Authenticator:
 
     # -- the hot path ------------------------------------------------------------
 
-    async def authenticate(self, authorization_header: str | None, snapshot: Snapshot) -> Principal:
+    async def authenticate(
+        self, authorization_header: str | None, snapshot: Snapshot, *, client: str | None = None
+    ) -> Principal:
+        """`client` is the caller's address (`client_address`), for the failure throttle."""
         if not authorization_header:
             raise AuthenticationFailed(_NO_KEY)
         if authorization_header[:7].lower() != "bearer ":
@@ -110,7 +133,7 @@ class Authenticator:
                 user = self._users.get(entry.key.user_id)
                 if user is not None:
                     return self._admit(entry, hit[1], user, snapshot)
-        return await self._authenticate_cold(token, digest, hit, snapshot)
+        return await self._authenticate_cold(token, digest, hit, snapshot, client)
 
     def _admit(self, entry: _Entry, secret_id: int, user: User, snapshot: Snapshot) -> Principal:
         now = self._clock()
@@ -153,10 +176,11 @@ class Authenticator:
     # -- first sight of a key, or its record was invalidated ---------------------
 
     async def _authenticate_cold(
-        self, token: str, digest: bytes, hit: tuple[int, int] | None, snapshot: Snapshot
+        self, token: str, digest: bytes, hit: tuple[int, int] | None, snapshot: Snapshot,
+        client: str | None,
     ) -> Principal:
         if hit is None:
-            hit = await self._verify(token, digest, snapshot)
+            hit = await self._verify(token, digest, snapshot, client)
         key_id, secret_id = hit
         entry = self._keys.get(key_id)
         user = self._users.get(entry.key.user_id) if entry is not None else None
@@ -164,7 +188,9 @@ class Authenticator:
             entry, user = await self._load(key_id, snapshot)
         return self._admit(entry, secret_id, user, snapshot)
 
-    async def _verify(self, token: str, digest: bytes, snapshot: Snapshot) -> tuple[int, int]:
+    async def _verify(
+        self, token: str, digest: bytes, snapshot: Snapshot, client: str | None
+    ) -> tuple[int, int]:
         if digest in self._rejected:
             raise AuthenticationFailed(_WRONG_KEY)
         admin_key = snapshot.admin.key
@@ -177,34 +203,58 @@ class Authenticator:
         parsed = key_store.parse_key(token)
         if parsed is None:
             raise AuthenticationFailed(_WRONG_KEY)
-        task = self._inflight.get(digest)
-        if task is None:
+        check = self._inflight.get(digest)
+        if check is None:
+            # Counted before the check is awaited, so a burst cannot all slip under the limit.
+            buckets = (f"lookup:{parsed[0]}",) + ((f"address:{client}",) if client else ())
+            stamp = self._throttle.take(buckets, self._failure_limit)
             task = asyncio.get_running_loop().create_task(
-                self._check_secret(parsed[0], parsed[1], digest, snapshot)
+                self._check_secret(parsed[0], parsed[1], digest, snapshot, buckets, stamp)
             )
-            self._inflight[digest] = task
+            check = self._inflight[digest] = _Check(task)
             task.add_done_callback(lambda _: self._inflight.pop(digest, None))
-        # Shielded: one caller giving up must not cancel the check the others await.
-        hit = await asyncio.shield(task)
+        check.waiters += 1
+        try:
+            # Shielded: one caller giving up must not cancel the check the others await...
+            hit = await asyncio.shield(check.task)
+        except asyncio.CancelledError:
+            # ...but when every caller has gone, nobody needs the answer.
+            check.waiters -= 1
+            if check.waiters == 0:
+                check.task.cancel()
+            raise
+        check.waiters -= 1
         if hit is None:
             raise AuthenticationFailed(_WRONG_KEY)
         return hit
 
     async def _check_secret(
-        self, lookup_id: str, secret: str, digest: bytes, snapshot: Snapshot
+        self, lookup_id: str, secret: str, digest: bytes, snapshot: Snapshot,
+        buckets: tuple[str, ...], stamp: float,
     ) -> tuple[int, int] | None:
         generation = self._generation
         found = await self._db.read(lambda conn: key_store.secret_by_lookup(conn, lookup_id))
-        if found is None:
-            return None
-        secret_id, key_id, secret_hash = found
+        # An unknown lookup id costs what a known one does, so timing does not tell them apart.
+        secret_hash = found[2] if found is not None else await self._hasher.dummy_hash(
+            snapshot.auth.bcrypt_rounds
+        )
         self.bcrypt_verifications += 1
-        if not await self._hasher.verify(secret.encode("ascii"), secret_hash):
+        try:
+            matched = await self._gate.run(
+                lambda: self._hasher.submit_verify(secret.encode("ascii"), secret_hash)
+            )
+        except RateLimited:
+            self._throttle.refund(buckets, stamp)  # refused unchecked: nothing was tried
+            raise
+        if found is None or not matched:
             self._rejected[digest] = None
             if len(self._rejected) > self._rejected_cache_size:
                 self._rejected.popitem(last=False)
-            log.info("rejected an API key with lookup id %s: wrong secret", lookup_id)
+            log.info("rejected an API key with lookup id %s: %s", lookup_id,
+                     "wrong secret" if found is not None else "unknown lookup id")
             return None
+        self._throttle.refund(buckets, stamp)
+        secret_id, key_id, _ = found
         self._verified[digest] = (key_id, secret_id)
         if len(self._verified) > snapshot.auth.key_cache_size:
             self._verified.popitem(last=False)
@@ -282,8 +332,8 @@ class Authenticator:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        for task in list(self._inflight.values()):
-            task.cancel()
+        for check in list(self._inflight.values()):
+            check.task.cancel()
         await self.flush_last_used()
 
     async def _run(self) -> None:

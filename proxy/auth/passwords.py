@@ -8,6 +8,7 @@ bytes) so that every bcrypt call in the process shares one bounded pool.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -65,9 +66,8 @@ class Hasher:
     the default executor that other features use."""
 
     def __init__(self, *, workers: int | None = None) -> None:
-        self._pool = ThreadPoolExecutor(
-            max_workers=workers or min(4, os.cpu_count() or 1), thread_name_prefix="bcrypt"
-        )
+        self._workers = workers or max(2, min(4, os.cpu_count() or 1))
+        self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="bcrypt")
         self._dummies: dict[int, str] = {}
         self.verifications = 0
         self.hashes = 0
@@ -82,13 +82,26 @@ class Hasher:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, verify_secret, secret, hashed)
 
-    async def verify_unknown(self, secret: bytes, rounds: int) -> None:
-        """Spend the time a real check would, so a missing account is not
-        distinguishable from a wrong password by timing."""
+    def submit_verify(self, secret: bytes, hashed: str) -> "concurrent.futures.Future[bool]":
+        """The check as pool work, for callers that bound it themselves (`BcryptGate`)."""
+        self.verifications += 1
+        return self._pool.submit(verify_secret, secret, hashed)
+
+    async def dummy_hash(self, rounds: int) -> str:
+        """A hash of the given cost that matches nothing anyone can send."""
         dummy = self._dummies.get(rounds)
         if dummy is None:
             dummy = self._dummies[rounds] = await self.hash(b"no such account", rounds)
-        await self.verify(secret, dummy)
+        return dummy
+
+    async def verify_unknown(self, secret: bytes, rounds: int) -> None:
+        """Spend the time a real check would, so a missing account is not
+        distinguishable from a wrong password by timing."""
+        await self.verify(secret, await self.dummy_hash(rounds))
+
+    @property
+    def workers(self) -> int:
+        return self._workers
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

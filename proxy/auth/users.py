@@ -25,9 +25,25 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _MAX_EMAIL = 254
 
 
+# Control, format (zero-width space and joiner, BOM, bidi marks), surrogate,
+# private-use and unassigned characters: invisible or unstable, they would let
+# two addresses look alike on screen and in the admin's list.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+class EmailTaken(Conflict):
+    """The address already has an account."""
+
+
 def normalize_email(raw: str, *, param: str = "email") -> str:
-    """One spelling per mailbox: NFKC, trimmed, lower-cased."""
+    """One spelling per mailbox: NFKC, trimmed, lower-cased, nothing invisible."""
     email = unicodedata.normalize("NFKC", raw).strip().lower()
+    if any(unicodedata.category(ch) in _INVISIBLE for ch in email):
+        raise InvalidRequest(
+            "The e-mail address contains control or invisible characters (such as a "
+            "zero-width space); type it again without them.",
+            param=param,
+        )
     if len(email) > _MAX_EMAIL or not _EMAIL.match(email):
         raise InvalidRequest(
             "This is not an e-mail address; expected something like name@example.com.",
@@ -104,7 +120,7 @@ def insert_user(
             (email, name, password_hash, plan, role, now, now),
         )
     except sqlite3.IntegrityError:
-        raise Conflict(
+        raise EmailTaken(
             "An account with this e-mail address already exists; log in instead.", param="email"
         ) from None
     return user_by_id(conn, cursor.lastrowid)

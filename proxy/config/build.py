@@ -7,6 +7,7 @@ Validation is the same code path as loading, without starting anything, so
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import os
 from typing import Any, Mapping
@@ -83,6 +84,7 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
         log_level=server_raw.get("log_level", "info"),
         access_log=server_raw.get("access_log", True),
         public_url=server_raw.get("public_url"),
+        trusted_proxies=_trusted_proxies(b, server_raw.get("trusted_proxies") or ()),
     )
     db_raw = d.get("database") or {}
     db_path = db_raw.get("path", "data/bluesminds.db")
@@ -110,6 +112,7 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
         key_cache_size=auth_raw.get("key_cache_size", 100_000),
         max_rotation_overlap=parse_duration(auth_raw.get("max_rotation_overlap", "24h")),
         login_attempts_per_minute=auth_raw.get("login_attempts_per_minute", 10),
+        signups_per_hour=auth_raw.get("signups_per_hour", 10),
     )
     h = d.get("health") or {}
     health = HealthSettings(
@@ -180,6 +183,17 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
         files=tuple(source.files), managed_file=managed_file_for(path),
     )
     return snapshot, b.warnings
+
+
+def _trusted_proxies(b: _Builder, raw: Any) -> tuple:
+    networks = []
+    for i, text in enumerate(raw):
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            b.problem(("server", "trusted_proxies", i),
+                      "not an IP address or CIDR network (such as 10.0.0.0/8 or ::1)", text, True)
+    return tuple(networks)
 
 
 def _build_models(b: _Builder, raw: dict[str, Any]) -> dict[str, ModelConfig]:

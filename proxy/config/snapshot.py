@@ -23,6 +23,8 @@ class ServerSettings:
     access_log: bool = True
     # Base URL the dashboard/CORS checks treat as same-origin; None = the Host header.
     public_url: str | None = None
+    # Networks (ipaddress objects) whose X-Forwarded-For is believed; empty = none is.
+    trusted_proxies: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,7 @@ class AuthSettings:
     key_cache_size: int = 100_000
     max_rotation_overlap: float = 86400.0
     login_attempts_per_minute: int = 10
+    signups_per_hour: int = 10  # per client address
 
 
 @dataclass(frozen=True, slots=True)

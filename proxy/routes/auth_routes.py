@@ -7,7 +7,8 @@ import logging
 from aiohttp import web
 
 from ..appkeys import STORE
-from ..auth import AUTHENTICATOR, HASHER, LOGIN_THROTTLE
+from ..auth import AUTHENTICATOR, HASHER, LOGIN_THROTTLE, SIGNUP_THROTTLE
+from ..auth.client_address import client_address
 from ..auth.management import (
     check_same_origin,
     now_of,
@@ -26,6 +27,7 @@ from ..auth.sessions import (
     revoke_user_sessions,
 )
 from ..auth.users import (
+    EmailTaken,
     attach_invite,
     claim_invite,
     insert_user,
@@ -48,6 +50,9 @@ def setup(app: web.Application) -> None:
 
 
 async def signup(request: web.Request) -> web.Response:
+    """Answers 202 and the same body whether or not the address already has an
+    account, so signup cannot be used to learn who is registered; the new
+    account logs in with POST /api/auth/login."""
     settings = snapshot_of(request).auth
     check_same_origin(request, require_evidence=False)
     if settings.signup == "closed":
@@ -63,11 +68,13 @@ async def signup(request: web.Request) -> web.Response:
         )
     email = normalize_email(body["email"])
     password = check_password(body["password"], settings)
+    address = client_address(request)
+    request.app[SIGNUP_THROTTLE].take((f"address:{address}",), settings.signups_per_hour)
+    # Hashed whether or not the address is taken: the answer's timing tells nothing either.
     password_hash = await request.app[HASHER].hash(password, settings.bcrypt_rounds)
     now = now_of(request)
-    token = new_token()
 
-    def create(conn) -> Session:
+    def create(conn) -> int:
         plan, invite_id = settings.default_plan, None
         if "invite_code" in body:
             invite_id, invite_plan = claim_invite(conn, body["invite_code"], now)
@@ -78,11 +85,25 @@ async def signup(request: web.Request) -> web.Response:
         )
         if invite_id is not None:
             attach_invite(conn, invite_id, user.id)
-        return insert_session(conn, user.id, token, now=now, ttl=settings.session_ttl)
+        return user.id
 
-    session = await request.app[STORE].write(create)
-    log.info("account %s signed up", session.user.id)
-    return _session_reply(request, session, token, status=201)
+    try:
+        user_id = await request.app[STORE].write(create)
+    except EmailTaken:
+        # The transaction rolled back, so an invite sent along is still unused.
+        log.info("signup from %s for an address that already has an account; nothing changed",
+                 address)
+    else:
+        log.info("account %s signed up from %s", user_id, address)
+    return reply(
+        {
+            "object": "signup",
+            "email": email,
+            "message": "Signup received. Log in with POST /api/auth/login using this e-mail "
+                       "address and password.",
+        },
+        status=202,
+    )
 
 
 async def login(request: web.Request) -> web.Response:
@@ -92,8 +113,10 @@ async def login(request: web.Request) -> web.Response:
     email = normalize_email(body["email"])
     password = check_length_only(body["password"])
     throttle, limit = request.app[LOGIN_THROTTLE], settings.login_attempts_per_minute
-    attempt = (f"account:{email}", f"address:{request.remote}")
-    throttle.check(attempt, limit)
+    address = client_address(request)
+    attempt = (f"account:{email}", f"address:{address}")
+    # Counted before bcrypt is awaited, so parallel attempts cannot all get in; refunded on success.
+    stamp = throttle.take(attempt, limit)
     user = await request.app[STORE].read(lambda conn: user_by_email(conn, email))
     hasher = request.app[HASHER]
     if user is None:
@@ -102,9 +125,9 @@ async def login(request: web.Request) -> web.Response:
     else:
         matched = await hasher.verify(password, user.password_hash)
     if not matched:
-        throttle.fail(attempt, limit)
-        log.info("failed login for account %s from %s", user.id if user else "(none)", request.remote)
+        log.info("failed login for account %s from %s", user.id if user else "(none)", address)
         raise AuthenticationFailed("Incorrect e-mail or password.", code="invalid_credentials")
+    throttle.refund(attempt, stamp)
     if user.disabled:
         raise PermissionDenied(
             "This account is disabled; contact your administrator.", code="account_disabled"
@@ -203,7 +226,7 @@ async def _confirm_current_password(
     current = check_length_only(body["current_password"], param="current_password")
     throttle = request.app[LOGIN_THROTTLE]
     limit = snapshot_of(request).auth.login_attempts_per_minute
-    throttle.check((account,), limit)
+    stamp = throttle.take((account,), limit)
     if not await request.app[HASHER].verify(current, password_hash):
-        throttle.fail((account,), limit)
         raise InvalidRequest("current_password does not match your password.", param="current_password")
+    throttle.refund((account,), stamp)

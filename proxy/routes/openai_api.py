@@ -21,6 +21,7 @@ from aiohttp import web
 
 from ..appkeys import CLOCK, CONFIG, HEALTH
 from ..auth.authenticator import AUTHENTICATOR
+from ..auth.client_address import client_address
 from ..config.snapshot import ModelConfig, PlanConfig, Snapshot
 from ..errors import GatewayError, ModelNotFound, PermissionDenied, error_response
 from ..limits import LIMITER
@@ -123,7 +124,7 @@ async def _admit(request: web.Request, call: _Call) -> None:
     raw = await read_body(request, snapshot.server.max_body_bytes)
     parsed = call.parsed = parse_request(call.route, raw)
     principal = call.principal = await request.app[AUTHENTICATOR].authenticate(
-        request.headers.get("Authorization"), snapshot)
+        request.headers.get("Authorization"), snapshot, client=client_address(request))
     scope = ROUTE_SCOPE[call.route]
     if scope not in principal.scopes:
         raise PermissionDenied(f"This API key lacks the '{scope}' scope; create a key that has it.",
@@ -312,7 +313,8 @@ def _require_models_scope(principal) -> None:
 async def list_models(request: web.Request) -> web.Response:
     snapshot = request.app[CONFIG].current
     request_id = request_id_of(request)
-    principal = await request.app[AUTHENTICATOR].authenticate(request.headers.get("Authorization"), snapshot)
+    principal = await request.app[AUTHENTICATOR].authenticate(
+        request.headers.get("Authorization"), snapshot, client=client_address(request))
     _require_models_scope(principal)
     plan = snapshot.plans.get(principal.plan)
     allowed = plan.models if plan else ()
@@ -325,7 +327,8 @@ async def list_models(request: web.Request) -> web.Response:
 async def retrieve_model(request: web.Request) -> web.Response:
     snapshot = request.app[CONFIG].current
     request_id = request_id_of(request)
-    principal = await request.app[AUTHENTICATOR].authenticate(request.headers.get("Authorization"), snapshot)
+    principal = await request.app[AUTHENTICATOR].authenticate(
+        request.headers.get("Authorization"), snapshot, client=client_address(request))
     _require_models_scope(principal)
     name = request.match_info["model"]
     model = snapshot.resolve_model(name)
