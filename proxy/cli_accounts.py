@@ -28,6 +28,7 @@ from .config.snapshot import Snapshot
 from .config.units import parse_duration
 from .errors import GatewayError
 from .store import Database
+from .validation import validate
 
 
 def _load_config(path: str) -> Snapshot:
@@ -176,25 +177,41 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.argument("user")
+@click.argument("user", required=False)
+@click.option("--user", "user_option", default=None, metavar="USER",
+              help="The owner, by id or e-mail (the same as the USER argument).")
 @click.option("--name", default="default", show_default=True)
 @click.option("--scope", "scopes", multiple=True, type=click.Choice(SCOPES),
               help="Repeat for several; default: all scopes.")
 @click.option("--model", "models", multiple=True, help="Allow only these models (repeatable).")
+@click.option("--limits", "limits_text", default=None, metavar="NAME=VALUE,...",
+              help="Per-key limits as comma-separated NAME=VALUE pairs, each at most the plan's, "
+                   "e.g. --limits rpm=60,tpm=100000,monthly_budget_usd=5. Names: "
+                   + ", ".join(key_store.LIMIT_FIELDS) + ".")
 @click.option("--expires-in", default=None, help="Duration such as 30d or 12h; default: never.")
 @config_option
-def keys_create(user: str, name: str, scopes: tuple[str, ...], models: tuple[str, ...],
-                expires_in: str | None, config_path: str) -> None:
+def keys_create(user: str | None, user_option: str | None, name: str, scopes: tuple[str, ...],
+                models: tuple[str, ...], limits_text: str | None, expires_in: str | None,
+                config_path: str) -> None:
     """Create a key for USER (id or e-mail) and print it, once."""
+    if user and user_option and user != user_option:
+        raise click.UsageError("Name the owner once: either USER or --user.")
+    ref = user or user_option
+    if not ref:
+        raise click.UsageError("Name the key's owner: USER or --user (an id or an e-mail address).")
+    limits = _limits(limits_text) if limits_text is not None else None
     with _open(config_path) as session:
-        owner = _user(session, user)
+        owner = _user(session, ref)
         body: dict[str, Any] = {"name": name}
         if scopes:
-            body["scopes"] = scopes
+            body["scopes"] = list(scopes)
         if models:
-            body["models"] = models
+            body["models"] = list(models)
+        if limits is not None:
+            body["limits"] = limits
         if expires_in:
-            body["expires_at"] = session.now + _duration(expires_in, "--expires-in")
+            body["expires_at"] = int(session.now + _duration(expires_in, "--expires-in"))
+        validate(body, "key_create")
         columns = key_store.check_settings(
             body, plan=plan_for(session.snapshot, owner.plan), snapshot=session.snapshot, now=session.now
         )
@@ -208,6 +225,29 @@ def keys_create(user: str, name: str, scopes: tuple[str, ...], models: tuple[str
         )
     click.echo(f"created key {key.id} '{key.name}' for {owner.email}; it is shown only now:", err=True)
     click.echo(text)
+
+
+def _limits(text: str) -> dict[str, int | float]:
+    """`rpm=60,tpm=1000` -> {"rpm": 60, "tpm": 1000}; the key_limits schema checks the values."""
+    limits: dict[str, int | float] = {}
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, raw = pair.partition("=")
+        name, raw = name.strip(), raw.strip()
+        if not sep or not name or not raw:
+            raise click.BadParameter(f"'{pair}' is not NAME=VALUE, e.g. rpm=60.", param_hint="--limits")
+        if name not in key_store.LIMIT_FIELDS:
+            raise click.BadParameter(f"unknown limit '{name}'; known: {', '.join(key_store.LIMIT_FIELDS)}.",
+                                     param_hint="--limits")
+        if name in limits:
+            raise click.BadParameter(f"'{name}' is given twice.", param_hint="--limits")
+        try:
+            limits[name] = float(raw) if name == "monthly_budget_usd" else int(raw)
+        except ValueError:
+            kind = "a number" if name == "monthly_budget_usd" else "a whole number"
+            raise click.BadParameter(f"{name}={raw!r} is not {kind}.", param_hint="--limits") from None
+    if not limits:
+        raise click.BadParameter("give at least one NAME=VALUE pair, e.g. rpm=60.", param_hint="--limits")
+    return limits
 
 
 @keys.command("list")

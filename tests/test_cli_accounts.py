@@ -153,3 +153,51 @@ def test_with_the_real_config_loader(tmp_path):
     result = runner.invoke(keys, ["create", "real@example.com", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "data" / "bluesminds.db").exists()
+
+
+async def test_keys_create_with_user_and_limits_options(cli, snapshot):
+    ok(cli(users, "create", "lim@example.com", "--password", PASSWORD))
+    result = ok(cli(keys, "create", "--user", "LIM@example.com", "--name", "capped",
+                    "--limits", "rpm=30, tpm=5000,monthly_budget_usd=2.5"))
+    key = result.stdout.strip()
+    principal = await authenticate(snapshot, cli.clock, key)
+    assert (principal.user_id, principal.limits.rpm, principal.limits.tpm,
+            principal.limits.monthly_budget_usd) == (1, 30, 5000, 2.5)
+    listed = ok(cli(keys, "list", "--json")).output
+    assert '"limits":{"rpm":30,"tpm":5000,"monthly_budget_usd":2.5}' in listed
+
+
+@pytest.mark.parametrize("limits, message", [
+    ("rpm", "'rpm' is not NAME=VALUE, e.g. rpm=60."),
+    ("burst=5", "unknown limit 'burst'; known: rpm, tpm,"),
+    ("rpm=fast", "rpm='fast' is not a whole number."),
+    ("rpm=1,rpm=2", "'rpm' is given twice."),
+    (",", "give at least one NAME=VALUE pair"),
+])
+def test_keys_create_refuses_bad_limits(cli, limits, message):
+    ok(cli(users, "create", "bad@example.com", "--password", PASSWORD))
+    result = cli(keys, "create", "--user", "1", "--limits", limits)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_keys_create_limits_are_held_to_the_plan_and_bounds(cli):
+    ok(cli(users, "create", "plan@example.com", "--password", PASSWORD))
+    result = cli(keys, "create", "--user", "1", "--limits", "rpm=61")
+    assert (result.exit_code, "limits.rpm is 61, above the 60 of plan 'free'" in result.output) == (1, True)
+    result = cli(keys, "create", "--user", "1", "--limits", "tpm=0")
+    assert (result.exit_code, "Field 'limits.tpm' must be at least 1." in result.output) == (1, True)
+    result = cli(keys, "create", "--user", "1", "--expires-in", "100000000d")
+    assert result.exit_code == 1
+    assert "must be at most 253402300799" in result.output
+
+
+def test_keys_create_needs_one_owner(cli):
+    ok(cli(users, "create", "one@example.com", "--password", PASSWORD))
+    result = cli(keys, "create")
+    assert (result.exit_code, "Name the key's owner: USER or --user" in result.output) == (2, True)
+    result = cli(keys, "create", "1", "--user", "2")
+    assert (result.exit_code, "Name the owner once: either USER or --user." in result.output) == (2, True)
+    result = cli(keys, "create", "--help")
+    assert "--limits NAME=VALUE,..." in result.output
+    assert "rpm=60,tpm=100000" in result.output

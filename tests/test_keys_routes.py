@@ -89,7 +89,7 @@ async def test_unlimited_plan_fields_accept_any_tightening(api):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("user_id", 1), ("owner", 1), ("id", 5), ("key", "bm-x"), ("revoked_at", None),
+    ("owner", 1), ("id", 5), ("key", "bm-x"), ("revoked_at", None),
     ("created_at", 0), ("last_used_at", 0), ("prefix", "bm-"),
 ])
 async def test_mass_assignment_on_create_and_update(api, field, value):
@@ -104,13 +104,65 @@ async def test_mass_assignment_on_create_and_update(api, field, value):
     assert (await error_of(response))["param"] == field
 
 
-async def test_admin_cannot_set_an_owner_either(api):
+async def test_a_user_cannot_name_another_owner(api):
+    headers, _ = await api.user()
+    _, victim = await api.user()
+    for field, value in (("user_id", victim["id"]), ("email", victim["email"])):
+        response = await api.client.post("/api/keys", json={"name": "x", field: value}, headers=headers)
+        assert response.status == 403
+        error = await error_of(response)
+        assert (error["code"], error["param"]) == ("admin_required", field)
+        assert error["message"].startswith("Only administrators can create keys for another user")
+    key = await api.create_key(headers)
+    response = await api.client.patch(f"/api/keys/{key['id']}", json={"user_id": victim["id"]}, headers=headers)
+    assert response.status == 400
+    assert (await error_of(response))["code"] == "unknown_parameter"
+
+
+async def test_admin_key_needs_an_owner_named(api):
     response = await api.client.post("/api/keys", json={"name": "x"}, headers=ADMIN)
     assert response.status == 403
-    admin_headers, _ = await api.admin_user()
-    _, victim = await api.user()
-    response = await api.client.post("/api/keys", json={"name": "x", "user_id": victim["id"]}, headers=admin_headers)
+    error = await error_of(response)
+    assert error["code"] == "account_required"
+    assert "send user_id or email" in error["message"]
+
+
+async def test_admin_creates_a_key_for_a_user_by_id_or_email(api):
+    _, owner = await api.user()
+    admin_headers, admin = await api.admin_user()
+    for credential in (ADMIN, admin_headers):
+        for field in ("user_id", "email"):
+            value = owner["id"] if field == "user_id" else owner["email"].upper()
+            response = await api.client.post(
+                "/api/keys", json={"name": f"by-{field}", field: value, "limits": {"rpm": 7}},
+                headers=credential)
+            assert response.status == 201, await response.text()
+            created = await response.json()
+            assert (created["user_id"], created["name"], created["limits"]) == (owner["id"], f"by-{field}", {"rpm": 7})
+            principal = await api.authenticate(created["key"])
+            assert (principal.user_id, principal.plan) == (owner["id"], "free")
+
+
+async def test_admin_key_for_a_user_is_held_to_that_users_plan(api):
+    _, owner = await api.user()
+    response = await api.client.post(
+        "/api/keys", json={"name": "x", "user_id": owner["id"], "limits": {"rpm": 61}}, headers=ADMIN)
     assert response.status == 400
+    error = await error_of(response)
+    assert error["param"] == "limits.rpm"
+    assert "above the 60 of plan 'free'" in error["message"]
+
+
+async def test_admin_key_for_a_missing_user_is_404(api):
+    cases = [({"user_id": 999_999}, "user_id", "No user with id 999999"),
+             ({"email": "nobody@example.com"}, "email", "No user with e-mail address nobody@example.com"),
+             ({"user_id": 1, "email": "x@example.com"}, "email", "Send user_id or email, not both")]
+    for extra, param, message in cases:
+        response = await api.client.post("/api/keys", json={"name": "x", **extra}, headers=ADMIN)
+        assert response.status == (400 if "not both" in message else 404)
+        error = await error_of(response)
+        assert error["param"] == param
+        assert error["message"].startswith(message)
 
 
 async def test_patch_replaces_fields_and_rechecks_the_plan(api):

@@ -82,8 +82,6 @@ class Authenticator:
         poll_interval: float = 1.0,
         flush_interval: float = 5.0,
         rejected_cache_size: int = 10_000,
-        failures_per_minute: int = 20,
-        check_queue: int = 16,
     ) -> None:
         self._db = db
         self._hasher = hasher
@@ -94,9 +92,8 @@ class Authenticator:
         # Failed checks per lookup id and per client address; a key already
         # verified never reaches this, so only unverified secrets are slowed.
         self._throttle = LoginThrottle(clock, window=60.0, what="failed API key checks")
-        self._failure_limit = failures_per_minute
         # Half the pool at most, so logins and signups always find a thread.
-        self._gate = BcryptGate(concurrency=max(1, hasher.workers // 2), queue=check_queue)
+        self._gate = BcryptGate(concurrency=max(1, hasher.workers // 2))
         # digest of a key text -> (key id, secret id), once bcrypt said yes.
         self._verified: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
         # digests bcrypt said no to: a secret's hash never changes, so neither does the answer.
@@ -207,7 +204,7 @@ class Authenticator:
         if check is None:
             # Counted before the check is awaited, so a burst cannot all slip under the limit.
             buckets = (f"lookup:{parsed[0]}",) + ((f"address:{client}",) if client else ())
-            stamp = self._throttle.take(buckets, self._failure_limit)
+            stamp = self._throttle.take(buckets, snapshot.auth.key_failures_per_minute)
             task = asyncio.get_running_loop().create_task(
                 self._check_secret(parsed[0], parsed[1], digest, snapshot, buckets, stamp)
             )
@@ -241,7 +238,8 @@ class Authenticator:
         self.bcrypt_verifications += 1
         try:
             matched = await self._gate.run(
-                lambda: self._hasher.submit_verify(secret.encode("ascii"), secret_hash)
+                lambda: self._hasher.submit_verify(secret.encode("ascii"), secret_hash),
+                queue=snapshot.auth.key_check_queue,
             )
         except RateLimited:
             self._throttle.refund(buckets, stamp)  # refused unchecked: nothing was tried

@@ -27,9 +27,8 @@ BUSY_RETRY_AFTER = 1.0
 
 
 class BcryptGate:
-    def __init__(self, *, concurrency: int, queue: int) -> None:
+    def __init__(self, *, concurrency: int) -> None:
         self._free = max(1, concurrency)
-        self._queue = queue
         self._waiters: deque[asyncio.Future[None]] = deque()
         self.refused = 0
 
@@ -41,9 +40,11 @@ class BcryptGate:
     def free(self) -> int:
         return self._free
 
-    async def run(self, start: Callable[[], "concurrent.futures.Future[T]"]) -> T:
-        """Wait for a slot, call `start` (which submits the work to a pool), and await it."""
-        await self._acquire()
+    async def run(self, start: Callable[[], "concurrent.futures.Future[T]"], *, queue: int) -> T:
+        """Wait for a slot (refused when `queue` callers already wait), call
+        `start` (which submits the work to a pool), and await it. The queue
+        bound is per call so that a reload changes it at once."""
+        await self._acquire(queue)
         try:
             work = start()
         except BaseException:
@@ -53,11 +54,11 @@ class BcryptGate:
         work.add_done_callback(lambda _: _call_soon(loop, self._release))
         return await asyncio.wrap_future(work)
 
-    async def _acquire(self) -> None:
+    async def _acquire(self, queue: int) -> None:
         if self._free > 0 and not self._waiters:
             self._free -= 1
             return
-        if len(self._waiters) >= self._queue:
+        if len(self._waiters) >= queue:
             self.refused += 1
             raise RateLimited(
                 "The server is busy checking API keys it has not seen yet; "

@@ -26,6 +26,9 @@ from .users import User, user_by_id
 KEY_PREFIX = "bm-"
 _KEY = re.compile(r"^bm-([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(KeyLimits))
+# 9999-12-31T23:59:59Z: later than any real expiry, and still a date every
+# listing can print (a larger value once made the owner's key list fail for good).
+MAX_EXPIRES_AT = 253402300799
 
 
 def new_secret() -> str:
@@ -78,6 +81,12 @@ def check_settings(
             raise InvalidRequest(
                 "expires_at must be in the future, in Unix seconds; omit it or send null "
                 "for a key that does not expire.",
+                param="expires_at",
+            )
+        if expires_at is not None and expires_at > MAX_EXPIRES_AT:
+            raise InvalidRequest(
+                f"expires_at must be at most {MAX_EXPIRES_AT} (9999-12-31) in Unix seconds; "
+                "send null for a key that does not expire.",
                 param="expires_at",
             )
         columns["expires_at"] = expires_at

@@ -138,7 +138,7 @@ def user_by_email(conn: sqlite3.Connection, email: str) -> User | None:
 
 def find_user(conn: sqlite3.Connection, ref: str) -> User | None:
     """By numeric id or by e-mail, as a CLI argument names a user."""
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():
         return user_by_id(conn, int(ref))
     return user_by_email(conn, normalize_email(ref))
 

@@ -113,6 +113,8 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
         max_rotation_overlap=parse_duration(auth_raw.get("max_rotation_overlap", "24h")),
         login_attempts_per_minute=auth_raw.get("login_attempts_per_minute", 10),
         signups_per_hour=auth_raw.get("signups_per_hour", 10),
+        key_failures_per_minute=auth_raw.get("key_failures_per_minute", 20),
+        key_check_queue=auth_raw.get("key_check_queue", 16),
     )
     h = d.get("health") or {}
     health = HealthSettings(

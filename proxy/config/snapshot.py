@@ -54,6 +54,8 @@ class AuthSettings:
     max_rotation_overlap: float = 86400.0
     login_attempts_per_minute: int = 10
     signups_per_hour: int = 10  # per client address
+    key_failures_per_minute: int = 20  # failed API key checks, per lookup id and per address
+    key_check_queue: int = 16  # new API keys waiting for bcrypt beyond this answer 429
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ def setup(app: web.Application) -> None:
 
 def _user_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise NotFound(f"No user with id {raw[:20]}.")
     return int(raw)
 

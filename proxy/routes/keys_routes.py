@@ -1,5 +1,6 @@
 """/api/keys*: a user's API keys. Another user's key is answered 404, as if
-it did not exist; admins may see and change any key but never its owner."""
+it did not exist; admins may see and change any key but never its owner, and
+may create a key for any user (`user_id` or `email` in the body)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from ..auth.keys import (
     rotate_key,
     update_key,
 )
-from ..auth.management import Caller, now_of, reply, require_account, require_user, snapshot_of
-from ..auth.users import plan_for, user_by_id
+from ..auth.management import Caller, now_of, reply, require_user, snapshot_of
+from ..auth.users import User, normalize_email, plan_for, user_by_email, user_by_id
 from ..errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from ..usage.stats import key_stats
 from ..validation import read_body, read_query
@@ -41,7 +42,7 @@ def _public(request: web.Request, key: ApiKey) -> dict:
 async def _visible_key(request: web.Request, caller: Caller) -> ApiKey:
     raw = request.match_info["id"]
     key = None
-    if raw.isdigit() and len(raw) < 19:
+    if raw.isascii() and raw.isdigit() and len(raw) < 19:
         now = now_of(request)
         key = await request.app[STORE].read(lambda conn: get_key(conn, int(raw), now))
     if key is None or (key.user_id != caller.user_id and not caller.is_admin):
@@ -66,19 +67,57 @@ async def list_route(request: web.Request) -> web.Response:
 
 
 async def create_route(request: web.Request) -> web.Response:
-    caller = await require_account(request)
+    caller = await require_user(request)
     body = await read_body(request, "key_create")
+    owner = await _new_key_owner(request, caller, body)
     snapshot = snapshot_of(request)
     now = now_of(request)
-    columns = check_settings(body, plan=plan_for(snapshot, caller.user.plan), snapshot=snapshot, now=now)
+    settings = {k: v for k, v in body.items() if k not in _OWNER_FIELDS}
+    columns = check_settings(settings, plan=plan_for(snapshot, owner.plan), snapshot=snapshot, now=now)
     secret = new_secret()
     secret_hash = await request.app[HASHER].hash(secret.encode("ascii"), snapshot.auth.bcrypt_rounds)
     key, text = await request.app[STORE].write(
         lambda conn: insert_key(
-            conn, user_id=caller.user_id, columns=columns, secret=secret, secret_hash=secret_hash, now=now
+            conn, user_id=owner.id, columns=columns, secret=secret, secret_hash=secret_hash, now=now
         )
     )
     return reply({**_public(request, key), "key": text}, status=201)
+
+
+_OWNER_FIELDS = ("user_id", "email")
+
+
+async def _new_key_owner(request: web.Request, caller: Caller, body: dict) -> User:
+    """The caller, or for an administrator the user the body names."""
+    named = [field for field in _OWNER_FIELDS if field in body]
+    if not named:
+        if caller.user is None:
+            raise PermissionDenied(
+                "The admin key has no account of its own; send user_id or email to create "
+                "a key for a user.",
+                code="account_required",
+            )
+        return caller.user
+    if not caller.is_admin:
+        raise PermissionDenied(
+            f"Only administrators can create keys for another user; leave out {named[0]} "
+            "to create one for yourself.",
+            code="admin_required", param=named[0],
+        )
+    if len(named) > 1:
+        raise InvalidRequest("Send user_id or email, not both, to name the key's owner.",
+                             param="email")
+    if "user_id" in body:
+        user_id = body["user_id"]
+        owner = await request.app[STORE].read(lambda conn: user_by_id(conn, user_id))
+        missing = f"No user with id {user_id}; GET /api/admin/users lists them."
+    else:
+        email = normalize_email(body["email"])
+        owner = await request.app[STORE].read(lambda conn: user_by_email(conn, email))
+        missing = f"No user with e-mail address {email}; GET /api/admin/users lists them."
+    if owner is None:
+        raise NotFound(missing, param=named[0])
+    return owner
 
 
 async def get_route(request: web.Request) -> web.Response:

@@ -30,6 +30,7 @@ MAX_LIMIT = 200
 _DAY = 86400.0
 _EPOCH = 0.0
 _YEAR_10000 = 253402300800.0 - 2 * _DAY  # room for the day added to a `to` date
+MAX_ID = 2**63 - 1  # SQLite's INTEGER; a larger id cannot exist and cannot be bound as a parameter
 
 _STATS_PARAMS = frozenset({"from", "to", "group_by", "user_id"})
 _LOGS_PARAMS = frozenset({"from", "to", "user_id", "model", "key_id", "status", "limit", "cursor"})
@@ -85,7 +86,7 @@ async def usage_logs(request: web.Request) -> web.Response:
         raise InvalidRequest("model must be a model name of 1 to 256 characters.", param="model")
     query = LogsQuery(
         user_id=user_id,
-        key_id=_int_param(params, "key_id", minimum=1),
+        key_id=_int_param(params, "key_id", minimum=1, maximum=MAX_ID),
         model=model,
         status_min=status_min,
         status_max=status_max,
@@ -110,7 +111,7 @@ async def usage_logs(request: web.Request) -> web.Response:
 
 def _visible(caller, params: dict[str, str]) -> tuple[bool, int | None]:
     """(is admin, the user whose usage to show, None meaning everyone)."""
-    wanted = _int_param(params, "user_id", minimum=1)
+    wanted = _int_param(params, "user_id", minimum=1, maximum=MAX_ID)
     if caller.is_admin:
         return True, wanted
     if wanted is not None and wanted != caller.user_id:
@@ -193,7 +194,7 @@ def _day_param(params: dict[str, str], name: str) -> date | None:
 def _status(raw: str) -> tuple[int, int]:
     if raw in _STATUS_CLASSES:
         return _STATUS_CLASSES[raw]
-    if raw.isdigit() and 100 <= int(raw) <= 599:
+    if raw.isascii() and raw.isdigit() and 100 <= int(raw) <= 599:
         return int(raw), int(raw)
     raise InvalidRequest(
         f"status={raw!r} is not valid; give an HTTP status (429), a class (2xx, 4xx, 5xx) or 'error'.",
@@ -209,8 +210,9 @@ def _cursor(raw: str) -> tuple[float, int]:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidRequest("cursor is not one this API gave out; pass next_cursor from the "
                              "previous page unchanged.", param="cursor") from None
-    if not math.isfinite(cursor[0]):
-        raise InvalidRequest("cursor is not one this API gave out.", param="cursor")
+    if not (math.isfinite(cursor[0]) and 0 <= cursor[1] <= MAX_ID):
+        raise InvalidRequest("cursor is not one this API gave out; pass next_cursor from the "
+                             "previous page unchanged.", param="cursor")
     return cursor
 
 

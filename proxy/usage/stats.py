@@ -154,13 +154,14 @@ def logs_sql(q: LogsQuery) -> tuple[str, list[Any]]:
     return sql, args
 
 
-async def key_stats(db: Database, user_id: int, key_ids: Iterable[int], *,
+async def key_stats(db: Database, user_id: int | None, key_ids: Iterable[int], *,
                     now: float | None = None) -> dict[int, dict[str, Any]]:
     """Per key of `user_id`: all-time and last-30-days requests, tokens and cost, and last use.
 
     Shape per key: {"requests", "tokens", "cost", "last_30d": {"requests",
     "tokens", "cost"}, "last_used": unix seconds | None}; keys without usage
-    (or not owned by `user_id`) get zeros.
+    (or not owned by `user_id`) get zeros. `user_id=None` (an admin listing
+    everyone's keys) counts each key's usage whoever owns it.
     """
     ids = sorted({int(k) for k in key_ids})
     now = time.time() if now is None else now
@@ -169,27 +170,31 @@ async def key_stats(db: Database, user_id: int, key_ids: Iterable[int], *,
     return await db.read(lambda conn: _key_stats(conn, user_id, ids, since))
 
 
-def _key_stats(conn: sqlite3.Connection, user_id: int, ids: list[int],
+def _key_stats(conn: sqlite3.Connection, user_id: int | None, ids: list[int],
                since: str) -> dict[int, dict[str, Any]]:
     result = {k: _empty_key_stats() for k in ids}
     if not ids:
         return result
     marks = ", ".join("?" for _ in ids)
+    # None is every owner: leave the column out, since `user_id = NULL` matches no row.
+    owner = "" if user_id is None else "user_id = ? AND "
+    owner_args = [] if user_id is None else [user_id]
     sql = f"""
         SELECT key_id, SUM(requests), SUM(total_tokens), SUM(cost_usd),
                SUM(CASE WHEN day >= ? THEN requests ELSE 0 END),
                SUM(CASE WHEN day >= ? THEN total_tokens ELSE 0 END),
                SUM(CASE WHEN day >= ? THEN cost_usd ELSE 0 END)
-        FROM usage_daily WHERE user_id = ? AND key_id IN ({marks})
+        FROM usage_daily WHERE {owner}key_id IN ({marks})
         GROUP BY key_id
     """
-    for key_id, req, tok, cost, req30, tok30, cost30 in conn.execute(sql, [since] * 3 + [user_id] + ids):
+    for key_id, req, tok, cost, req30, tok30, cost30 in conn.execute(
+            sql, [since] * 3 + owner_args + ids):
         entry = result[key_id]
         entry.update(requests=req, tokens=tok, cost=cost)
         entry["last_30d"] = {"requests": req30, "tokens": tok30, "cost": cost30}
         # Walks the (key_id, ts) index backwards; the first row of a key is its owner's.
-        last = conn.execute("SELECT ts FROM usage WHERE key_id = ? AND user_id = ? "
-                            "ORDER BY ts DESC LIMIT 1", (key_id, user_id)).fetchone()
+        last = conn.execute(f"SELECT ts FROM usage WHERE {owner}key_id = ? "
+                            "ORDER BY ts DESC LIMIT 1", (*owner_args, key_id)).fetchone()
         entry["last_used"] = last[0] if last else None
     return result
 
