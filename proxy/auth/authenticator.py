@@ -235,12 +235,13 @@ class Authenticator:
         secret_hash = found[2] if found is not None else await self._hasher.dummy_hash(
             snapshot.auth.bcrypt_rounds
         )
-        self.bcrypt_verifications += 1
+
+        def start():
+            self.bcrypt_verifications += 1
+            return self._hasher.submit_verify(secret.encode("ascii"), secret_hash)
+
         try:
-            matched = await self._gate.run(
-                lambda: self._hasher.submit_verify(secret.encode("ascii"), secret_hash),
-                queue=snapshot.auth.key_check_queue,
-            )
+            matched = await self._gate.run(start, queue=snapshot.auth.key_check_queue)
         except RateLimited:
             self._throttle.refund(buckets, stamp)  # refused unchecked: nothing was tried
             raise
