@@ -105,3 +105,10 @@ async def test_an_error_body_is_read_only_up_to_a_bound(tmp_path):
         await harness.stop()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_body_cut_by_a_reset_is_never_relayed_as_whole(gateway, fake):
+    await fake.set_fault({"cut_body": 9})
+    async with aiohttp.ClientSession() as session:
+        status, body = await post(gateway, session, "/v1/chat/completions", CHAT)
+    assert (status, body["error"]["code"]) == (502, "upstream_unreachable")

@@ -21,7 +21,7 @@ validated by `parse_fault`. One action at most, optionally with extra latency:
                          200 text/event-stream of lines that are not OpenAI
                          events: broken JSON, unknown fields, no [DONE]
     {"huge": N}          200 application/json: a valid chat completion of exactly
-                         N bytes (at least 200), sent with a Content-Length
+                         N bytes (at least 300), sent with a Content-Length
     {"cut_body": K}      200 application/json without Content-Length (delimited
                          by the connection's end): K bytes of it, then a TCP RST
     {"echo_auth": true | 4xx}
@@ -62,7 +62,7 @@ _SSE_GARBAGE = (b'data: {"id": "chatcmpl-1", "choices": [{"delta": \n\n'
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RAW_STATUSES = frozenset({101, 204}) | _REDIRECTS
 LANDING = "/_fake/landing"
-HUGE_MIN = 200
+HUGE_MIN = 300  # the smallest padded chat completion is 265 bytes
 
 
 @dataclass(slots=True)
