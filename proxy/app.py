@@ -15,11 +15,10 @@ import logging
 import time
 from typing import AsyncIterator, Callable
 
-import aiohttp
 from aiohttp import web
 
 from . import limits, metrics
-from .appkeys import BALANCER, CLOCK, CONFIG, HEALTH, HTTP, RETRY_BUDGET, STORE
+from .appkeys import BALANCER, CLOCK, CONFIG, HEALTH, RETRY_BUDGET, STORE, TRANSPORT
 from .auth.management import guard_admin_path
 from .auth import setup as auth_setup
 from .config import watcher
@@ -83,12 +82,6 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     holder = app[CONFIG]
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300,
-                                     enable_cleanup_closed=True)
-    # Cookies from upstreams must never leak between tenants.
-    session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                    auto_decompress=False, skip_auto_headers=("User-Agent",))
-    app[HTTP] = session
     health = app[HEALTH]
     health.reconcile(holder.current)
     balancer = app[BALANCER]
@@ -106,17 +99,18 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             gauges.set_upstream_health(name, "healthy")
 
     holder.subscribe(on_reload)
-    # /v1 traffic goes through the lean pooled client; probes and admin calls use aiohttp's.
+    # One pooled client for /v1 traffic and the health probes alike, so a probe
+    # exercises the code that serves requests.
     pool = ConnectionPool()
+    app[TRANSPORT] = pool
     app[FORWARDER] = Forwarder(pool, balancer, health, app[RETRY_BUDGET])
     yield
-    await pool.close()
-    await session.close()
+    await pool.aclose()
 
 
 async def _probes_ctx(app: web.Application) -> AsyncIterator[None]:
     holder = app[CONFIG]
-    task = asyncio.create_task(app[HEALTH].run(lambda: holder.current, app[HTTP]))
+    task = asyncio.create_task(app[HEALTH].run(lambda: holder.current, app[TRANSPORT]))
     yield
     task.cancel()
     try:

@@ -13,9 +13,12 @@ if TYPE_CHECKING:
     from .routing.health import HealthMonitor
     from .routing.retry import RetryBudget
     from .store import Database
+    from .upstream.transport import Transport
 
 CONFIG: web.AppKey["ConfigHolder"] = web.AppKey("config", object)
 HTTP: web.AppKey[ClientSession] = web.AppKey("http", ClientSession)
+# The one client to upstreams: /v1 traffic and health probes both go through it.
+TRANSPORT: web.AppKey["Transport"] = web.AppKey("transport", object)
 STORE: web.AppKey["Database"] = web.AppKey("store", object)
 BALANCER: web.AppKey["Balancer"] = web.AppKey("balancer", object)
 HEALTH: web.AppKey["HealthMonitor"] = web.AppKey("health", object)

@@ -12,12 +12,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
 from aiohttp import web
 
-from proxy.appkeys import CLOCK, CONFIG, HEALTH, HTTP, STORE
+from proxy.appkeys import CLOCK, CONFIG, HEALTH, STORE, TRANSPORT
 from proxy.auth.sessions import insert_session, new_token
 from proxy.auth.users import insert_user
 from proxy.config import load_config
@@ -27,6 +26,7 @@ from proxy.fake_upstream import FakeUpstream, start_fake_upstream
 from proxy.routes import admin_routes
 from proxy.routing.health import HealthMonitor
 from proxy.store import Database
+from proxy.upstream.http1 import ConnectionPool
 
 ADMIN_ENV = "BLUESMINDS_TEST_ADMIN_KEY"
 ADMIN_KEY = "admin-key-for-tests-0123456789"
@@ -82,9 +82,10 @@ def build_app(config_dir: str) -> web.Application:
         db = Database(snapshot.database.path)
         await db.open()
         app[STORE] = db
-        async with aiohttp.ClientSession() as session:
-            app[HTTP] = session
-            yield
+        pool = ConnectionPool()
+        app[TRANSPORT] = pool
+        yield
+        await pool.aclose()
         await db.close()
 
     app.cleanup_ctx.append(resources)
@@ -202,7 +203,7 @@ async def test_health_summary_and_check_now(client, fakes: dict[str, FakeUpstrea
     rows = {r["name"]: r for r in after["data"]}
     assert (rows["a"]["state"], rows["a"]["last_check_ok"], rows["a"]["saturated"]) == ("healthy", True, False)
     assert (rows["b"]["state"], rows["b"]["last_check_ok"]) == ("down", False)
-    assert rows["b"]["last_error"] == "probe failed: ClientConnectorError"
+    assert rows["b"]["last_error"] == "probe failed: connection refused"
     assert {"in_flight", "errors", "ejections", "latency_ewma_ms", "last_check"} <= rows["a"].keys()
     assert rows["a"]["latency_ewma_ms"] is not None
     assert fakes["a"].stats()["health_checks"] == 1

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import orjson
 
-from proxy.appkeys import CONFIG, HEALTH, HTTP, RETRY_BUDGET
+from proxy.appkeys import CONFIG, HEALTH, RETRY_BUDGET, TRANSPORT
 
 from .gateway_harness import GatewayHarness, upstream_entry
 
@@ -74,7 +74,7 @@ async def test_recovered_upstream_is_readmitted(gateway, upstreams):
         victim.reset_stats()
         snapshot = gateway.app[CONFIG].current
         for _ in range(snapshot.health.rise):  # active probes prove it is back
-            await health.probe_all(snapshot, gateway.app[HTTP])
+            await health.probe_all(snapshot, gateway.app[TRANSPORT])
         assert health.summary(snapshot)[0]["state"] == "healthy"
         ok, failures = await _load(gateway, session, 30, 3)
     assert ok == 30, failures

@@ -409,3 +409,117 @@ async def test_stop_and_restart_on_same_port(
     assert upstream.port == port
     async with http.get(upstream.url + "/v1/models") as r:
         assert r.status == 200 and r.headers["x-fake-upstream"] == "fake-a"
+
+
+# ---------------------------------------------------------------- faults for broken upstreams
+
+
+async def raw_exchange(upstream: FakeUpstream, path: bytes = b"/v1/chat/completions",
+                       auth: bytes = b"") -> tuple[bytes, BaseException | None]:
+    """Everything the fake sends for one POST, and how the connection ended."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", upstream.port)
+    body = orjson.dumps(CHAT)
+    writer.write(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s"
+                 b"Content-Length: %d\r\n\r\n%s" % (path, auth, len(body), body))
+    data, error = b"", None
+    try:
+        while piece := await reader.read(65536):
+            data += piece
+            if b"\r\n\r\n" in data and b"Content-Length" in data.split(b"\r\n\r\n")[0]:
+                head, rest = data.split(b"\r\n\r\n", 1)
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                if len(rest) >= length:
+                    break
+    except ConnectionResetError as exc:
+        error = exc
+    writer.close()
+    return data, error
+
+
+async def test_html_fault_answers_a_200_page(upstream, http) -> None:
+    await upstream.set_fault({"html": True})
+    async with http.post(upstream.url + "/v1/chat/completions", json=CHAT) as r:
+        assert (r.status, r.content_type) == (200, "text/html")
+        assert (await r.text()).startswith("<!doctype html>")
+
+
+async def test_not_json_and_json_body_faults(upstream, http) -> None:
+    await upstream.set_fault({"not_json": True})
+    async with http.post(upstream.url + "/v1/chat/completions", json=CHAT) as r:
+        assert (r.status, r.content_type, await r.read()) == (200, "application/json", b"upstream says: all good")
+    await upstream.set_fault({"json_body": [1, "two"]})
+    async with http.post(upstream.url + "/v1/embeddings", json=CHAT) as r:
+        assert (r.status, await r.json()) == (200, [1, "two"])
+    await upstream.set_fault({"json_body": None})
+    async with http.post(upstream.url + "/v1/embeddings", json=CHAT) as r:
+        assert (r.status, await r.read()) == (200, b"null")
+
+
+@pytest.mark.parametrize("status", [204, 302])
+async def test_raw_status_faults(upstream, http, status: int) -> None:
+    await upstream.set_fault({"raw_status": status})
+    async with http.post(upstream.url + "/v1/chat/completions", json=CHAT, allow_redirects=False) as r:
+        assert r.status == status
+        assert await r.read() == b""
+        assert r.headers.get("Location") == ("/_fake/landing" if status == 302 else None)
+    async with http.get(upstream.url + "/_fake/landing") as r:
+        assert (r.status, await r.json()) == (200, "landed")
+
+
+async def test_raw_status_101_upgrades_then_closes(upstream) -> None:
+    await upstream.set_fault({"raw_status": 101})
+    data, _ = await raw_exchange(upstream)
+    assert data == b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+async def test_sse_garbage_fault(upstream, http) -> None:
+    await upstream.set_fault({"sse_garbage": True})
+    async with http.post(upstream.url + "/v1/chat/completions", json={**CHAT, "stream": True}) as r:
+        assert (r.status, r.content_type) == (200, "text/event-stream")
+        raw = await r.read()
+    assert b"data: this is not json\n\n" in raw and b"[DONE]" not in raw
+
+
+async def test_huge_fault_is_a_valid_chat_completion_of_exactly_n_bytes(upstream, http) -> None:
+    await upstream.set_fault({"huge": 1_000_000})
+    async with http.post(upstream.url + "/v1/chat/completions", json=CHAT) as r:
+        raw = await r.read()
+    assert (r.status, len(raw), r.headers["Content-Length"]) == (200, 1_000_000, "1000000")
+    assert orjson.loads(raw)["object"] == "chat.completion"
+
+
+async def test_cut_body_fault_sends_k_bytes_of_a_close_delimited_body_then_resets(upstream) -> None:
+    await upstream.set_fault({"cut_body": 9})
+    data, error = await raw_exchange(upstream)
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert b"Content-Length" not in head and b"Connection: close" in head
+    assert (body, type(error)) == (b'{"id":"ch', ConnectionResetError)
+
+
+async def test_echo_auth_fault_quotes_the_authorization_header(upstream, http) -> None:
+    await upstream.set_fault({"echo_auth": 401})
+    async with http.post(upstream.url + "/v1/chat/completions", json=CHAT,
+                         headers={"Authorization": "Bearer sk-secret-123"}) as r:
+        assert r.status == 401
+        assert (await r.json())["error"]["message"] == "fake-a: the key 'Bearer sk-secret-123' is not valid here"
+    await upstream.set_fault({"echo_auth": True})
+    async with http.post(upstream.url + "/v1/chat/completions", json=CHAT) as r:
+        assert r.status == 400
+
+
+@pytest.mark.parametrize("plan, message", [
+    ({"raw_status": 200}, "raw_status must be one of"),
+    ({"huge": 10}, "huge must be an integer number of bytes, at least 300"),
+    ({"cut_body": -1}, "cut_body must be a non-negative integer"),
+    ({"echo_auth": 500}, "echo_auth must be true or a 4xx status"),
+    ({"html": "yes"}, "html must be true or false"),
+    ({"html": True, "huge": 300}, "pick one fault action"),
+])
+def test_bad_new_fault_plans_name_the_problem(plan: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_fault(plan)
+
+
+def test_new_faults_show_in_the_plan_only_when_set() -> None:
+    assert parse_fault({"huge": 500}).as_dict()["huge"] == 500
+    assert "huge" not in parse_fault({"reset": True}).as_dict()

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
-from ..appkeys import CLOCK, CONFIG, HEALTH, HTTP
+from ..appkeys import CLOCK, CONFIG, HEALTH, TRANSPORT
 from ..auth.management import reply, require_admin, snapshot_of
 from ..config import managed
 from ..config.holder import ConfigHolder, ReloadResult
@@ -173,7 +173,7 @@ async def get_health(request: web.Request) -> web.Response:
 async def check_health(request: web.Request) -> web.Response:
     await require_admin(request)
     snapshot = snapshot_of(request)
-    await request.app[HEALTH].probe_all(snapshot, request.app[HTTP])
+    await request.app[HEALTH].probe_all(snapshot, request.app[TRANSPORT])
     return reply(_health_view(request.app, snapshot))
 
 

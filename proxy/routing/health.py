@@ -9,6 +9,13 @@ Two signals feed one state table:
   first request after the cooldown is a trial.
 State is keyed by upstream name and survives a reload unless the upstream's
 URL changes.
+
+Probes go through the same `Transport` as /v1 traffic (same pool, same
+parser, same bounds), so a passing probe means the path requests take works.
+Only a 2xx passes: redirects are not followed (a probe that lands elsewhere
+proves nothing about the upstream), and a 404 says to set `health.path`.
+`reason(name)` gives a short why-not for an unavailable upstream, with no URL
+in it, fit for a tenant-facing 503.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import aiohttp
-
 from ..config.snapshot import HealthSettings, Snapshot, UpstreamConfig
+from ..upstream.transport import Transport, TransportRequest, UpstreamConnectionError, header_lines
 
 log = logging.getLogger("bluesminds.health")
 
 SATURATION_REPORT_EVERY = 10.0  # seconds
+# A liveness answer is a few bytes; anything past this is read no further.
+PROBE_BODY_LIMIT = 64 * 1024
 
 HEALTHY = "healthy"
 DOWN = "down"
@@ -174,26 +182,37 @@ class HealthMonitor:
 
     # -- active probes -----------------------------------------------------
 
-    async def probe_all(self, snapshot: Snapshot, session: aiohttp.ClientSession) -> None:
-        await asyncio.gather(*(self._probe(u, snapshot.health, session)
+    async def probe_all(self, snapshot: Snapshot, transport: Transport) -> None:
+        await asyncio.gather(*(self._probe(u, snapshot.health, transport)
                                for u in snapshot.upstreams if u.enabled))
 
     async def _probe(self, upstream: UpstreamConfig, settings: HealthSettings,
-                     session: aiohttp.ClientSession) -> None:
+                     transport: Transport) -> None:
         h = self._table.get(upstream.name)
         if h is None:
             return
-        headers = {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else None
+        headers = header_lines([("Authorization", f"Bearer {upstream.api_key}")]) if upstream.api_key else b""
         started = time.monotonic()
         ok, error = False, None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.timeout
+        response = None
         try:
-            async with session.get(upstream.url + settings.path, headers=headers,
-                                   timeout=aiohttp.ClientTimeout(total=settings.timeout)) as resp:
-                await resp.read()
-                ok = resp.status < 400
-                error = None if ok else f"probe answered {resp.status}"
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            response = await transport.send(
+                TransportRequest(b"GET", upstream.url, settings.path.encode(), headers),
+                connect_timeout=settings.timeout, read_timeout=settings.timeout)
+            await response.read_bounded(PROBE_BODY_LIMIT, deadline=deadline)
+            ok = 200 <= response.status < 300
+            error = None if ok else _probe_verdict(response.status)
+        except asyncio.TimeoutError:
+            error = "probe failed: timeout"
+        except UpstreamConnectionError as exc:
+            error = f"probe failed: {exc.reason}"
+        except (OSError, ValueError) as exc:
             error = f"probe failed: {type(exc).__name__}"
+        finally:
+            if response is not None:
+                response.release()
         h.last_check = time.time()
         h.last_check_ok = ok
         if ok:
@@ -219,12 +238,12 @@ class HealthMonitor:
                 log.warning("upstream down: %s (%s)", upstream.name, error)
                 self._notify(upstream.name, DOWN)
 
-    async def run(self, get_snapshot: Callable[[], Snapshot], session: aiohttp.ClientSession) -> None:
+    async def run(self, get_snapshot: Callable[[], Snapshot], transport: Transport) -> None:
         """Probe every upstream each interval, or at once when `check_now` is called."""
         while True:
             snapshot = get_snapshot()
             try:
-                await self.probe_all(snapshot, session)
+                await self.probe_all(snapshot, transport)
             except Exception:
                 log.exception("health probe round failed")
             self._wake.clear()
@@ -269,3 +288,27 @@ class HealthMonitor:
 
     def get(self, name: str) -> UpstreamHealth | None:
         return self._table.get(name)
+
+    def reason(self, name: str) -> str | None:
+        """Why `name` takes no traffic now, in a few words and without its URL
+        (e.g. "probe answered 404; set health.path"); None when it is available."""
+        h = self._table.get(name)
+        if h is None:
+            return None
+        now = self._clock()
+        if not h.up:
+            return h.last_error or "down"
+        if now < h.ejected_until:
+            why = f" after {h.last_error}" if h.last_error else ""
+            return f"ejected for {h.ejected_until - now:.0f}s{why}"
+        if h.probation and h.trial:
+            return "on trial after an ejection"
+        return None
+
+
+def _probe_verdict(status: int) -> str:
+    if status == 404:
+        return "probe answered 404; set health.path"
+    if 300 <= status < 400:
+        return f"probe answered {status}; redirects are not followed, set health.path or the URL"
+    return f"probe answered {status}"

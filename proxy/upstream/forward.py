@@ -23,11 +23,15 @@ from ..routing.balancer import Balancer
 from ..routing.health import HealthMonitor
 from ..routing.retry import RetryBudget, backoff_delay
 from .http1 import ConnectionPool, Response, header_lines
+from .transport import ResponseTooLarge
 from .request import UPSTREAM_PATH, ParsedRequest, upstream_body
 
 log = logging.getLogger("bluesminds.upstream")
 
 FORWARDER: web.AppKey["Forwarder"] = web.AppKey("forwarder", object)
+
+# An error answer is a message, not a payload: what is relayed or logged of it needs no more.
+ERROR_BODY_LIMIT = 64 * 1024
 
 UPSTREAM_PATH_BYTES = {route: path.encode() for route, path in UPSTREAM_PATH.items()}
 
@@ -172,14 +176,14 @@ class Forwarder:
                                                connect_timeout=t.connect, read_timeout=t.first_byte)
             status = response.status
             if status >= 500 or status == 429:
-                await response.read(t.first_byte)
+                await response.read_bounded(ERROR_BODY_LIMIT, t.first_byte)
                 return self._failed(upstream, f"upstream answered {status}", UpstreamError(
                     "Every upstream for this model is rate limiting the gateway. Retry shortly."
                     if status == 429 else
                     f"The upstream server answered {status}; no other upstream could take the request.",
                     code="upstream_rate_limited" if status == 429 else "upstream_error"))
             if status >= 400:
-                raw = await response.read(t.first_byte)
+                raw = await response.read_bounded(ERROR_BODY_LIMIT, t.first_byte)
                 if status in (401, 403):
                     # The gateway's own credentials for this upstream are wrong: an
                     # operator problem, not the client's key.
@@ -189,7 +193,15 @@ class Forwarder:
                         "the upstream key.", code="upstream_auth_failed"))
                 return UpstreamClientError(status, raw, name)
             if not stream:
-                data = await response.read(t.first_byte, deadline=deadline)
+                try:
+                    data = await response.read(t.first_byte, deadline=deadline)
+                except ResponseTooLarge as exc:
+                    # The upstream is healthy and every other one would answer the same:
+                    # neither blamed nor retried.
+                    log.warning("upstream %s answer exceeds the body cap: %s", name, exc)
+                    raise UpstreamError(
+                        f"The upstream's answer is larger than the gateway relays ({exc.limit} bytes).",
+                        code="upstream_response_too_large") from None
                 self.health.success(name, time.monotonic() - started)
                 return UpstreamReply(upstream, model, status, body=data, started=started)
             first = await response.readany(t.first_byte)
