@@ -52,6 +52,10 @@ async def gateway_middleware(request: web.Request, handler) -> web.StreamRespons
     try:
         response = await _answer(request, handler)
         status = response.status
+        if not request.content.is_eof():
+            # The rest of the body is unread (an early 413, 415, 408…): the
+            # connection cannot carry another request without reading it first.
+            response.force_close()
         return response
     except web.HTTPException as exc:  # a redirect, say: aiohttp answers it
         status = exc.status

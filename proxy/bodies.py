@@ -19,8 +19,8 @@ Every route that reads a body (/v1 and the management API) goes through
   (nginx's client_body_timeout), so a client cannot hold a handler open by
   trickling.
 
-A body refused before it was read to the end is never drained: the server
-closes the connection after the answer (lingering_time=0 in proxy/server.py).
+A body refused before it was read to the end is never inflated further nor
+parsed: the answer closes the connection (proxy/app.py, proxy/server.py).
 """
 
 from __future__ import annotations

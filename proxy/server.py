@@ -6,10 +6,13 @@
   malformed request line) never reach the app; their 400 would be plain text.
   `_GatewayHandler` answers them in OpenAI's JSON error shape too.
 - Hostile clients: aiohttp's own decompression is off (proxy/bodies.py bounds
-  and inflates bodies itself, from the raw bytes); a body the app did not read
-  is never drained, the connection is closed after the answer instead
-  (lingering_time=0); and connections have the timeouts nginx has
-  (server.timeouts): header, keep-alive here, body in proxy/bodies.py.
+  and inflates bodies itself, from the raw bytes); after an answer to a
+  request whose body was not read to the end the connection is closed (the
+  app marks the answer `Connection: close`), and at most LINGERING_S of the
+  rest is discarded, raw, first. Closing with unread bytes in the socket makes
+  the kernel send a reset, and the client would lose the 413 it was sent.
+  Connections have the timeouts nginx has (server.timeouts): header and
+  keep-alive here, body in proxy/bodies.py.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from .config.snapshot import ServerSettings
 from .errors import PortInUse, error_body
 
 log = logging.getLogger("bluesminds")
+
+# nginx's lingering close, shorter: a client still sending gets time to finish
+# its window and read the answer; a refused upload cannot hold the connection.
+LINGERING_S = 2.0
 
 _MESSAGES = {
     400: "The HTTP request is malformed (bad request line or header); it was not processed.",
@@ -113,7 +120,7 @@ class GatewayRunner(web.AppRunner):
         holder = app[CONFIG]
         # The access log is the app's own (proxy/access_log.py), so aiohttp's is off.
         super().__init__(app, handler_cancellation=True, access_log=None, auto_decompress=False,
-                         lingering_time=0, settings=lambda: holder.current.server)
+                         lingering_time=LINGERING_S, settings=lambda: holder.current.server)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
