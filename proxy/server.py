@@ -131,14 +131,17 @@ class GatewayRunner(web.AppRunner):
 async def start(app: web.Application, host: str, port: int) -> tuple[GatewayRunner, int]:
     """Start serving `app`; returns the runner and the bound port (port 0 picks a free one)."""
     runner = GatewayRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(host, port, "--port (or server.port)") from None
+        await runner.setup()  # the app's start-up, the metrics listener's bind included
+        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(host, port, "--port (or server.port)") from None
+            raise
+    except BaseException:
+        await runner.cleanup()  # what did start (the database, the probes) stops again
         raise
     bound = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
     return runner, bound
