@@ -35,6 +35,8 @@ def note(request: web.Request, **fields: str | None) -> None:
 def write(request: web.Request, status: int, seconds: float, request_id: str | None) -> None:
     """`request_id` is the answer's x-request-id; a noted `id` wins (an answer
     that never came, as when the client left, still has one)."""
+    if not log.isEnabledFor(logging.INFO):
+        return  # nothing would be written: skip the formatting too
     notes = request.get(NOTES) or {}
     request_id = notes.get("id") or request_id
     parts = [f"access method={_value(request.method)} path={_value(request.rel_url.raw_path)} "
