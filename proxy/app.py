@@ -17,14 +17,15 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from . import limits, metrics
+from . import access_log, limits, metrics
 from .appkeys import BALANCER, CLOCK, CONFIG, HEALTH, RETRY_BUDGET, STORE, TRANSPORT
-from .auth.management import guard_admin_path
+from .auth.management import guard_admin_path, require_admin
 from .auth import setup as auth_setup
 from .config import watcher
 from .config.build import load_config
 from .config.holder import ConfigHolder
-from .errors import GatewayError, InvalidRequest, NotFound, error_response
+from .config.snapshot import MAX_BODY_CEILING
+from .errors import BodyTooLarge, GatewayError, MethodNotAllowed, NotFound, error_response
 from .limits import LIMITER
 from .routes import admin_routes, admin_users, auth_routes, keys_routes, openai_api, usage_routes
 from .routing.balancer import Balancer
@@ -42,10 +43,31 @@ log = logging.getLogger("bluesminds")
 @web.middleware
 async def gateway_middleware(request: web.Request, handler) -> web.StreamResponse:
     """The one place a failure becomes an HTTP answer in OpenAI's error shape,
-    and the one gate in front of every /api/admin route, whoever registered it.
-    (One middleware, not two: each layer costs every /v1 request.)"""
+    the one admin gate, and the access line. (One middleware, not three: each
+    layer costs every /v1 request.)"""
+    started = time.perf_counter()
+    status = 499  # until an answer exists: the client left first
+    response = None
     try:
-        await guard_admin_path(request)
+        response = await _answer(request, handler)
+        status = response.status
+        if not request.content.is_eof():
+            # The rest of the body is unread (an early 413, 415, 408…): the
+            # connection cannot carry another request without reading it first.
+            response.force_close()
+        return response
+    except web.HTTPException as exc:  # a redirect, say: aiohttp answers it
+        status = exc.status
+        raise
+    finally:
+        if request.app[CONFIG].current.server.access_log:
+            request_id = response.headers.get("x-request-id") if response is not None else None
+            access_log.write(request, status, time.perf_counter() - started, request_id)
+
+
+async def _answer(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        await _admin_gate(request)
         return await handler(request)
     except GatewayError as exc:
         return error_response(exc)
@@ -54,14 +76,10 @@ async def gateway_middleware(request: web.Request, handler) -> web.StreamRespons
             return error_response(NotFound(f"Unknown route: {request.method} {request.path}. "
                                            "See /v1/models for what this gateway serves."))
         if exc.status == 405:
-            err = InvalidRequest(f"Method {request.method} is not allowed on {request.path}.",
-                                 code="method_not_allowed")
-            err.status = 405
-            return error_response(err, {"Allow": exc.headers.get("Allow", "")})
+            return error_response(MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}."),
+                                  {"Allow": exc.headers.get("Allow", "")})
         if exc.status == 413:
-            err = InvalidRequest("The request body is too large.", code="request_too_large")
-            err.status = 413
-            return error_response(err)
+            return error_response(BodyTooLarge("The request body is too large."))
         raise
     except asyncio.CancelledError:
         raise
@@ -70,6 +88,16 @@ async def gateway_middleware(request: web.Request, handler) -> web.StreamRespons
         err = GatewayError("The gateway hit an internal error; the request was not completed. "
                            "Retry, and report it if it persists.", code="internal_error")
         return error_response(err)
+
+
+async def _admin_gate(request: web.Request) -> None:
+    """The one admin check: every /api/admin route, whoever registered it, and
+    /metrics when `server.metrics.access` is admin."""
+    if request.path == "/metrics":
+        if request.app[CONFIG].current.server.metrics.access == "admin":
+            await require_admin(request)
+        return
+    await guard_admin_path(request)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -122,8 +150,8 @@ async def _probes_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
                watch: bool = True) -> web.Application:
     snapshot = load_config(config_path)
-    app = web.Application(middlewares=[gateway_middleware],
-                          client_max_size=snapshot.server.max_body_bytes + 1)
+    # The live server.max_body is enforced by proxy/bodies.py; this only backs it up.
+    app = web.Application(middlewares=[gateway_middleware], client_max_size=MAX_BODY_CEILING + 1)
     app[CLOCK] = clock
     app[CONFIG] = ConfigHolder(config_path, snapshot, clock=clock)
     health = HealthMonitor()

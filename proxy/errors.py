@@ -193,3 +193,42 @@ def error_response(exc: GatewayError, extra_headers: dict[str, str] | None = Non
         content_type="application/json",
         headers=headers,
     )
+
+
+# -- added for the intake (body reader, server); the integrator files them into the tree above ------
+
+
+class MethodNotAllowed(GatewayError):
+    """405: the route exists, the method does not; `Allow` lists what does."""
+
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class RequestTimeout(GatewayError):
+    """408: the client stopped sending its body for longer than server.timeouts.body."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class UnsupportedMediaType(GatewayError):
+    """415: a request body in a Content-Encoding the config does not accept."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_content_encoding"
+
+
+class PortInUse(Exception):
+    """`serve` could not bind: another process holds the address. Not an HTTP
+    error: the CLI prints `str(exc)`, one line, and exits."""
+
+    def __init__(self, host: str, port: int, setting: str) -> None:
+        super().__init__(f"Port {port} on {host} is already in use; stop the process using it "
+                         f"or choose another with {setting}.")
+        self.host = host
+        self.port = port
+        self.setting = setting

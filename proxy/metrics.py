@@ -1,5 +1,9 @@
 """Prometheus metrics, one registry per app, served at GET /metrics.
 
+Who may scrape is `server.metrics.access`: `admin` (the default: the admin
+key or an admin's session, checked by the app's admin gate), `open`, or
+`listener` (only on a separate address, `server.metrics.listen`).
+
 The hot path pays for a dict lookup and a few integer additions; the
 Prometheus families are built only when scraped, and so are values that
 already live elsewhere (the usage queue).
@@ -17,16 +21,21 @@ Series:
 
 from __future__ import annotations
 
+import errno
+import logging
 from bisect import bisect_left
-from typing import Iterator
+from typing import AsyncIterator, Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .appkeys import HEALTH
+from .appkeys import CONFIG, HEALTH
+from .errors import NotFound, PortInUse
 from .usage.recorder import USAGE
+
+log = logging.getLogger("bluesminds")
 
 # Seconds; LLM calls run from tens of milliseconds (embeddings) to minutes (long streams).
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -215,9 +224,67 @@ class _UsageCollector(Collector):
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 
+METRICS_LISTENER: web.AppKey["MetricsListener"] = web.AppKey("metrics_listener", object)
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    """/metrics on the main port. Who may read it (`server.metrics.access`) is
+    checked by the app's one admin gate; in listener mode it is not served here."""
+    holder = request.app.get(CONFIG)
+    if holder is not None and holder.current.server.metrics.access == "listener":
+        raise NotFound("Metrics are served on the separate metrics listener (server.metrics.listen), "
+                       "not on this port.")
+    return _scrape(request.app[METRICS])
+
+
+def _scrape(metrics: Metrics) -> web.Response:
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class MetricsListener:
+    """`server.metrics.access: listener`: /metrics alone, open, on its own
+    address (typically loopback or a monitoring network), so the public port
+    never serves it. The address is read at start; a reload does not move it."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        side = web.Application()
+
+        async def scrape(request: web.Request) -> web.Response:
+            return _scrape(metrics)
+
+        side.router.add_get("/metrics", scrape)
+        self._runner = web.AppRunner(side, access_log=None)
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(self.host, self.port, "server.metrics.listen") from None
+            raise
+        self.port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 (port 0 picks a free one)
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+
+async def _listener_ctx(app: web.Application) -> AsyncIterator[None]:
+    holder = app.get(CONFIG)
+    settings = holder.current.server.metrics if holder is not None else None
+    if settings is None or settings.access != "listener":
+        yield
+        return
+    listener = MetricsListener(app[METRICS], settings.listen_host, settings.listen_port)
+    await listener.start()
+    app[METRICS_LISTENER] = listener
+    log.info("metrics on http://%s:%s/metrics", listener.host, listener.port)
+    yield
+    await listener.stop()
 
 
 def setup(app: web.Application) -> None:
@@ -228,3 +295,4 @@ def setup(app: web.Application) -> None:
     if health is not None:
         health.on_change.append(metrics.set_upstream_health)
     app.router.add_get("/metrics", metrics_handler)
+    app.cleanup_ctx.append(_listener_ctx)

@@ -4,12 +4,21 @@
   closes the upstream request at once instead of letting it run on.
 - Requests that aiohttp's HTTP parser rejects (a bare CR in a header, a
   malformed request line) never reach the app; their 400 would be plain text.
-  `_OpenAIErrorHandler` answers them in OpenAI's JSON error shape too.
+  `_GatewayHandler` answers them in OpenAI's JSON error shape too.
+- Hostile clients: aiohttp's own decompression is off (proxy/bodies.py bounds
+  and inflates bodies itself, from the raw bytes); after an answer to a
+  request whose body was not read to the end the connection is closed (the
+  app marks the answer `Connection: close`), and at most LINGERING_S of the
+  rest is discarded, raw, first. Closing with unread bytes in the socket makes
+  the kernel send a reset, and the client would lose the 413 it was sent.
+  Connections have the timeouts nginx has (server.timeouts): header and
+  keep-alive here, body in proxy/bodies.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import signal
@@ -18,9 +27,15 @@ from typing import Awaitable, Callable
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from .errors import error_body
+from .appkeys import CONFIG
+from .config.snapshot import ServerSettings
+from .errors import PortInUse, error_body
 
 log = logging.getLogger("bluesminds")
+
+# nginx's lingering close, shorter: a client still sending gets time to finish
+# its window and read the answer; a refused upload cannot hold the connection.
+LINGERING_S = 2.0
 
 _MESSAGES = {
     400: "The HTTP request is malformed (bad request line or header); it was not processed.",
@@ -29,7 +44,58 @@ _MESSAGES = {
 }
 
 
-class _OpenAIErrorHandler(RequestHandler):
+class _GatewayHandler(RequestHandler):
+    """One connection. Adds to aiohttp's handler: errors in OpenAI's JSON shape
+    and a header timeout, which aiohttp lacks (its keep-alive timer closes only
+    a connection with nothing received; a client trickling a header kept it open).
+    Timeouts are read from the live config when the connection opens."""
+
+    def __init__(self, manager: web.Server, *, settings: Callable[[], ServerSettings], **kwargs) -> None:
+        timeouts = settings().timeouts
+        super().__init__(manager, keepalive_timeout=timeouts.keepalive, **kwargs)
+        self._header_timeout = timeouts.header
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._last_body = None  # payload of the last request whose headers arrived
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm_header_timer()  # a connection that never sends a byte is closed too
+
+    def data_received(self, data: bytes) -> None:
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count != before:
+            self._cancel_header_timer()  # a header is complete
+            if self._messages:
+                self._last_body = self._messages[-1][1]
+        elif data and self._header_timer is None and not self._receiving_body():
+            self._arm_header_timer()  # the first bytes of the next request on a kept-alive connection
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _receiving_body(self) -> bool:
+        return self._last_body is not None and not self._last_body.is_eof()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self._loop.call_later(self._header_timeout, self._header_timed_out)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        if self._current_request is not None:
+            # A pipelined header started while an answer is still being produced:
+            # the answer is not cut for it; the header gets another full period.
+            self._arm_header_timer()
+            return
+        log.debug("closing a connection whose request header did not arrive within %gs", self._header_timeout)
+        self.force_close()
+
     def handle_error(self, request, status=500, exc=None, message=None):  # type: ignore[override]
         if status >= 500:
             return super().handle_error(request, status, exc, message)  # keeps aiohttp's logging
@@ -46,12 +112,15 @@ class _OpenAIErrorHandler(RequestHandler):
 
 class _GatewayServer(web.Server):
     def __call__(self) -> RequestHandler:
-        return _OpenAIErrorHandler(self, loop=self._loop, **self._kwargs)
+        return _GatewayHandler(self, loop=self._loop, **self._kwargs)
 
 
 class GatewayRunner(web.AppRunner):
     def __init__(self, app: web.Application) -> None:
-        super().__init__(app, handler_cancellation=True, access_log=None)
+        holder = app[CONFIG]
+        # The access log is the app's own (proxy/access_log.py), so aiohttp's is off.
+        super().__init__(app, handler_cancellation=True, access_log=None, auto_decompress=False,
+                         lingering_time=LINGERING_S, settings=lambda: holder.current.server)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -62,9 +131,18 @@ class GatewayRunner(web.AppRunner):
 async def start(app: web.Application, host: str, port: int) -> tuple[GatewayRunner, int]:
     """Start serving `app`; returns the runner and the bound port (port 0 picks a free one)."""
     runner = GatewayRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    await site.start()
+    try:
+        await runner.setup()  # the app's start-up, the metrics listener's bind included
+        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(host, port, "--port (or server.port)") from None
+            raise
+    except BaseException:
+        await runner.cleanup()  # what did start (the database, the probes) stops again
+        raise
     bound = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
     return runner, bound
 

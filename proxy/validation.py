@@ -20,7 +20,9 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from .errors import BodyTooLarge, InvalidRequest, UnknownParameter
+from . import bodies
+from .appkeys import CONFIG
+from .errors import InvalidRequest, UnknownParameter
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "api"
 MAX_BODY_BYTES = 64 * 1024
@@ -51,12 +53,9 @@ def validate(instance: Any, schema: str) -> Any:
 
 
 async def read_body(request: web.Request, schema: str) -> dict[str, Any]:
-    """The JSON body, validated; an empty body counts as `{}`."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise BodyTooLarge(f"Request bodies on this route are limited to {MAX_BODY_BYTES} bytes.")
-    raw = await request.read()
-    if len(raw) > MAX_BODY_BYTES:
-        raise BodyTooLarge(f"Request bodies on this route are limited to {MAX_BODY_BYTES} bytes.")
+    """The JSON body, validated; an empty body counts as `{}`. Read by the one
+    body reader (proxy/bodies.py), with this route family's smaller limit."""
+    raw = await bodies.read_body(request, request.app[CONFIG].current.server, limit=MAX_BODY_BYTES)
     if not raw.strip():
         body: Any = {}
     else:

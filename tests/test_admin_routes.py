@@ -16,12 +16,12 @@ import pytest
 import yaml
 from aiohttp import web
 
+from proxy.app import gateway_middleware
 from proxy.appkeys import CLOCK, CONFIG, HEALTH, STORE, TRANSPORT
 from proxy.auth.sessions import insert_session, new_token
 from proxy.auth.users import insert_user
 from proxy.config import load_config
 from proxy.config.holder import ConfigHolder
-from proxy.errors import GatewayError, error_response
 from proxy.fake_upstream import FakeUpstream, start_fake_upstream
 from proxy.routes import admin_routes
 from proxy.routing.health import HealthMonitor
@@ -31,14 +31,6 @@ from proxy.upstream.http1 import ConnectionPool
 ADMIN_ENV = "BLUESMINDS_TEST_ADMIN_KEY"
 ADMIN_KEY = "admin-key-for-tests-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-
-
-@web.middleware
-async def errors(request: web.Request, handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except GatewayError as exc:
-        return error_response(exc)
 
 
 @pytest.fixture
@@ -69,7 +61,8 @@ def config_dir(tmp_path, fakes: dict[str, FakeUpstream], monkeypatch: pytest.Mon
 
 def build_app(config_dir: str) -> web.Application:
     snapshot = load_config(config_dir)
-    app = web.Application(middlewares=[errors])
+    # The app's own middleware: its error mapping and its one admin gate.
+    app = web.Application(middlewares=[gateway_middleware])
     app[CLOCK] = time.time
     holder = ConfigHolder(config_dir, snapshot)
     app[CONFIG] = holder

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from proxy.app import gateway_middleware
 from proxy.appkeys import CLOCK, CONFIG, STORE
-from proxy.auth import AUTHENTICATOR, HASHER, admin_guard
+from proxy.auth import AUTHENTICATOR, HASHER
 from proxy.auth import setup as setup_auth
 from proxy.config.snapshot import (
     AdminSettings,
@@ -23,7 +24,6 @@ from proxy.config.snapshot import (
     ServerSettings,
     Snapshot,
 )
-from proxy.errors import GatewayError, error_response
 from proxy.routes import admin_users, auth_routes, keys_routes
 from proxy.store import Database
 
@@ -77,16 +77,9 @@ def make_snapshot(db_path: str, **auth: Any) -> Snapshot:
     )
 
 
-@web.middleware
-async def error_middleware(request, handler):
-    try:
-        return await handler(request)
-    except GatewayError as exc:
-        return error_response(exc)
-
-
 def build_app(snapshot: Snapshot, clock: FakeClock) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, admin_guard])
+    # The app's own middleware: its error mapping and its one admin gate.
+    app = web.Application(middlewares=[gateway_middleware])
     app[CONFIG] = Holder(snapshot)
     app[CLOCK] = clock
     app[STORE] = Database(snapshot.database.path)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import socket
 import timeit
 from types import SimpleNamespace
 
+import aiohttp
+import orjson
+import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import metrics as metrics_module
 from proxy.appkeys import HEALTH
-from proxy.metrics import METRICS, Metrics
+from proxy.errors import PortInUse
+from proxy.fake_upstream import start_fake_upstream
+from proxy.metrics import METRICS, METRICS_LISTENER, Metrics
 from proxy.usage import USAGE
+
+from .gateway_harness import GatewayHarness, upstream_entry
 
 
 def samples(text: str) -> dict[tuple, float]:
@@ -129,3 +137,87 @@ def test_client_chosen_model_names_cannot_grow_the_series_without_bound(monkeypa
     assert len(requests) == 4
     assert requests[(("model", "_other"), ("route", "chat"), ("status", "404"), ("upstream", ""))] == 7
     assert got[("bluesminds_tokens_total", (("kind", "prompt"), ("model", "_other")))] == 7
+
+
+# -- who may scrape (server.metrics.access), through a real gateway ------------------------
+
+ADMIN_ENV = "BLUESMINDS_METRICS_TEST_ADMIN_KEY"
+ADMIN_KEY = "admin-key-for-metrics-tests"
+
+
+@pytest.fixture
+async def fake():
+    upstream = await start_fake_upstream(name="a")
+    yield upstream
+    await upstream.stop()
+
+
+async def metrics_gateway(tmp_path, monkeypatch, fake, **metrics) -> GatewayHarness:
+    monkeypatch.setenv(ADMIN_ENV, ADMIN_KEY)
+    server = {"metrics": metrics} if metrics else {}
+    harness = GatewayHarness.write(str(tmp_path / "config"), [upstream_entry("a", fake.url)],
+                                   server=server, admin={"key_env": ADMIN_ENV})
+    return await harness.start()
+
+
+async def scrape(url: str, key: str | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url + "/metrics", headers=headers) as resp:
+            return resp.status, await resp.text()
+
+
+async def test_by_default_only_an_admin_may_scrape(tmp_path, monkeypatch, fake):
+    harness = await metrics_gateway(tmp_path, monkeypatch, fake)
+    try:
+        anonymous = await scrape(harness.url)
+        tenant = await scrape(harness.url, harness.key)
+        admin = await scrape(harness.url, ADMIN_KEY)
+    finally:
+        await harness.stop()
+    assert anonymous[0] == 401
+    assert orjson.loads(anonymous[1])["error"]["code"] == "not_authenticated"
+    assert tenant[0] == 401  # a bm- key is for /v1 only
+    assert admin[0] == 200
+    assert "bluesminds_upstream_up" in admin[1]
+
+
+async def test_open_access_needs_no_key(tmp_path, monkeypatch, fake):
+    harness = await metrics_gateway(tmp_path, monkeypatch, fake, access="open")
+    try:
+        status, text = await scrape(harness.url)
+    finally:
+        await harness.stop()
+    assert status == 200
+    assert 'bluesminds_upstream_up{upstream="a"} 1.0' in text
+
+
+async def test_listener_mode_serves_metrics_only_on_the_separate_address(tmp_path, monkeypatch, fake):
+    harness = await metrics_gateway(tmp_path, monkeypatch, fake, access="listener", listen="127.0.0.1:0")
+    try:
+        listener = harness.app[METRICS_LISTENER]
+        on_main = await scrape(harness.url, ADMIN_KEY)
+        on_listener = await scrape(f"http://127.0.0.1:{listener.port}")
+    finally:
+        await harness.stop()
+    assert on_main[0] == 404
+    assert orjson.loads(on_main[1])["error"]["message"] == (
+        "Metrics are served on the separate metrics listener (server.metrics.listen), not on this port.")
+    assert on_listener[0] == 200
+    assert 'bluesminds_upstream_up{upstream="a"} 1.0' in on_listener[1]
+    with pytest.raises(aiohttp.ClientConnectionError):  # stopped with the app
+        await scrape(f"http://127.0.0.1:{listener.port}")
+
+
+async def test_a_busy_metrics_port_names_the_setting(tmp_path, monkeypatch, fake):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        with pytest.raises(PortInUse) as caught:
+            await metrics_gateway(tmp_path, monkeypatch, fake, access="listener", listen=f"127.0.0.1:{port}")
+    finally:
+        busy.close()
+    assert str(caught.value) == (f"Port {port} on 127.0.0.1 is already in use; stop the process using it "
+                                 "or choose another with server.metrics.listen.")

@@ -24,7 +24,7 @@ async def test_no_secret_leaks_anywhere(tmp_path, monkeypatch, caplog):
     fake = await start_fake_upstream(name="u", api_key=UPSTREAM_SECRET)
     harness = GatewayHarness.write(str(tmp_path / "cfg"), [
         upstream_entry("u", fake.url, api_key_env="BM_CANARY_UPSTREAM_KEY")],
-        server={"log_level": "debug"})
+        server={"log_level": "debug", "metrics": {"access": "open"}})  # scraped below without a key
     await harness.start()
     wrong = harness.key[:-4] + "XXXX"
     bodies: list[str] = []
@@ -44,6 +44,7 @@ async def test_no_secret_leaks_anywhere(tmp_path, monkeypatch, caplog):
             assert await call("/v1/models", wrong, None, "GET") == 401
             assert await call("/api/auth/me", harness.key, None, "GET") in (401, 403)
             async with session.get(harness.url + "/metrics") as resp:
+                assert resp.status == 200
                 metrics_text = await resp.text()
         # The upstream saw its own key, not the tenant's.
         assert fake.stats()["last_headers"]["authorization"] == f"Bearer {UPSTREAM_SECRET}"

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ..appkeys import CLOCK, STORE
 from .authenticator import AUTHENTICATOR, Authenticator
-from .management import Caller, admin_guard, identify, require_account, require_admin, require_user
+from .management import Caller, identify, require_account, require_admin, require_user
 from .passwords import HASHER, Hasher
 from .principal import SCOPES, KeyLimits, Principal
 from .sessions import prune_sessions
@@ -29,7 +29,7 @@ log = logging.getLogger("bluesminds.auth")
 
 __all__ = [
     "AUTHENTICATOR", "HASHER", "LOGIN_THROTTLE", "SCOPES", "SIGNUP_THROTTLE", "Authenticator",
-    "Caller", "Hasher", "KeyLimits", "LoginThrottle", "Principal", "admin_guard", "client_address",
+    "Caller", "Hasher", "KeyLimits", "LoginThrottle", "Principal", "client_address",
     "identify", "require_account", "require_admin", "require_user", "setup",
 ]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -145,16 +145,9 @@ async def require_admin(request: web.Request) -> Caller:
     return caller
 
 
-@web.middleware
-async def admin_guard(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Every route under /api/admin/ is for admins, whoever registered it."""
-    await guard_admin_path(request)
-    return await handler(request)
-
-
 async def guard_admin_path(request: web.Request) -> None:
+    """Every route under /api/admin/ is for admins, whoever registered it
+    (called by the app's one gate, proxy/app.py)."""
     if request.path.startswith("/api/admin/") or request.path == "/api/admin":
         await require_admin(request)
 

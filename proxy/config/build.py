@@ -15,8 +15,8 @@ from typing import Any, Mapping
 from . import schema
 from .snapshot import (
     WILDCARD, AdminSettings, AuthSettings, DatabaseSettings, HealthSettings, ModelConfig,
-    PlanConfig, Pricing, RetrySettings, RoutingRule, ServerSettings, Snapshot, Timeouts,
-    UpstreamConfig,
+    MAX_BODY_CEILING, MetricsSettings, PlanConfig, Pricing, RetrySettings, RoutingRule, ServerSettings,
+    ServerTimeouts, Snapshot, Timeouts, UpstreamConfig,
 )
 from .source import ConfigError, ConfigProblem, Source, managed_file_for, read_source
 from .units import parse_duration, parse_size
@@ -76,16 +76,7 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
     b = _Builder(source, environ)
     d = source.data
 
-    server_raw = d.get("server") or {}
-    server = ServerSettings(
-        host=server_raw.get("host", "127.0.0.1"),
-        port=server_raw.get("port", 8080),
-        max_body_bytes=parse_size(server_raw.get("max_body", "4MiB")),
-        log_level=server_raw.get("log_level", "info"),
-        access_log=server_raw.get("access_log", True),
-        public_url=server_raw.get("public_url"),
-        trusted_proxies=_trusted_proxies(b, server_raw.get("trusted_proxies") or ()),
-    )
+    server = _build_server(b, d.get("server") or {})
     db_raw = d.get("database") or {}
     db_path = db_raw.get("path", "data/bluesminds.db")
     if db_path != ":memory:" and not os.path.isabs(db_path):
@@ -283,3 +274,34 @@ def _build_plans(b: _Builder, raw: dict[str, Any], models: Mapping[str, ModelCon
             per_user=spec.get("per_user", False),
         )
     return plans
+
+
+def _build_server(b: _Builder, raw: dict[str, Any]) -> ServerSettings:
+    max_body = parse_size(raw.get("max_body", "4MiB"))
+    if max_body > MAX_BODY_CEILING:
+        b.problem(("server", "max_body"), f"must be at most 1GiB ({MAX_BODY_CEILING} bytes)",
+                  raw.get("max_body"), True)
+    t = raw.get("timeouts") or {}
+    for name in ("header", "body", "keepalive"):
+        if name in t and parse_duration(t[name]) <= 0:
+            b.problem(("server", "timeouts", name), "must be longer than 0s", t[name], True)
+    m = raw.get("metrics") or {}
+    listen = m.get("listen", "127.0.0.1:9464")
+    host, _, port = listen.rpartition(":")
+    if int(port) > 65535:
+        b.problem(("server", "metrics", "listen"), "port must be at most 65535", listen, True)
+    return ServerSettings(
+        host=raw.get("host", "127.0.0.1"),
+        port=raw.get("port", 8080),
+        max_body_bytes=max_body,
+        log_level=raw.get("log_level", "info"),
+        access_log=raw.get("access_log", True),
+        public_url=raw.get("public_url"),
+        trusted_proxies=_trusted_proxies(b, raw.get("trusted_proxies") or ()),
+        request_encodings=tuple(raw.get("request_encodings", ())),
+        timeouts=ServerTimeouts(header=parse_duration(t.get("header", "60s")),
+                                body=parse_duration(t.get("body", "60s")),
+                                keepalive=parse_duration(t.get("keepalive", "75s"))),
+        metrics=MetricsSettings(access=m.get("access", "admin"), listen_host=host.strip("[]"),
+                                listen_port=min(int(port), 65535)),
+    )

@@ -14,6 +14,30 @@ from typing import Mapping
 WILDCARD = "*"
 
 
+# aiohttp's own body cap is fixed when the app starts, so it is set to this
+# ceiling and the live `max_body_bytes` is enforced by proxy/bodies.py instead.
+MAX_BODY_CEILING = 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTimeouts:
+    """Client-side connection timeouts, in seconds; the defaults are nginx's
+    client_header_timeout, client_body_timeout and keepalive_timeout."""
+
+    header: float = 60.0  # from the connection (or a request's first byte) to its last header byte
+    body: float = 60.0  # longest silence between two reads of a request body
+    keepalive: float = 75.0  # an idle kept-alive connection
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    # admin by default: the series name every model, upstream and traffic level,
+    # which is nobody's business on a gateway bound to a public address.
+    access: str = "admin"  # open | admin | listener
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9464
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = "127.0.0.1"
@@ -25,6 +49,11 @@ class ServerSettings:
     public_url: str | None = None
     # Networks (ipaddress objects) whose X-Forwarded-For is believed; empty = none is.
     trusted_proxies: tuple = ()
+    # Content-Encodings a request body may use; none by default, since inflating
+    # is work an unauthenticated client can demand.
+    request_encodings: tuple[str, ...] = ()
+    timeouts: ServerTimeouts = ServerTimeouts()
+    metrics: MetricsSettings = MetricsSettings()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,13 @@ import orjson
 from aiohttp import web
 
 from ..appkeys import CLOCK, CONFIG, HEALTH, TRANSPORT
-from ..auth.management import reply, require_admin, snapshot_of
+from ..auth.management import reply, snapshot_of
+from ..bodies import read_body
 from ..config import managed
 from ..config.holder import ConfigHolder, ReloadResult
 from ..config.snapshot import Snapshot, UpstreamConfig
 from ..config.source import managed_file_for
-from ..errors import BodyTooLarge, InvalidRequest, NotFound, PreconditionFailed
+from ..errors import InvalidRequest, NotFound, PreconditionFailed
 
 log = logging.getLogger("bluesminds.admin")
 
@@ -130,7 +131,6 @@ def _etag(snapshot: Snapshot) -> str:
 
 
 async def get_config(request: web.Request) -> web.Response:
-    await require_admin(request)
     holder: ConfigHolder = request.app[CONFIG]
     snapshot = holder.current
     status = holder.status()
@@ -146,7 +146,6 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def reload_config(request: web.Request) -> web.Response:
-    await require_admin(request)
     result = await request.app[CONFIG].reload(reason="admin api")
     if result.error:
         raise ConfigRejected("The reload", result)
@@ -166,12 +165,10 @@ def _health_view(app: web.Application, snapshot: Snapshot) -> dict[str, Any]:
 
 
 async def get_health(request: web.Request) -> web.Response:
-    await require_admin(request)
     return reply(_health_view(request.app, snapshot_of(request)))
 
 
 async def check_health(request: web.Request) -> web.Response:
-    await require_admin(request)
     snapshot = snapshot_of(request)
     await request.app[HEALTH].probe_all(snapshot, request.app[TRANSPORT])
     return reply(_health_view(request.app, snapshot))
@@ -205,7 +202,6 @@ def _find(snapshot: Snapshot, name: str) -> UpstreamConfig:
 
 
 async def list_servers(request: web.Request) -> web.Response:
-    await require_admin(request)
     snapshot = snapshot_of(request)
     response = reply({"object": "list",
                       "data": [_server_view(request.app, snapshot, u) for u in snapshot.upstreams],
@@ -215,20 +211,17 @@ async def list_servers(request: web.Request) -> web.Response:
 
 
 async def get_server(request: web.Request) -> web.Response:
-    await require_admin(request)
     snapshot = snapshot_of(request)
     return reply(_server_view(request.app, snapshot, _find(snapshot, request.match_info["name"])))
 
 
 async def add_server(request: web.Request) -> web.Response:
-    await require_admin(request)
     body = await _json_body(request)
     name = await _change(request, "Adding the server", lambda doc, snap: managed.add_server(doc, snap, body))
     return _after_change(request, name, status=201)
 
 
 async def update_server(request: web.Request) -> web.Response:
-    await require_admin(request)
     name = request.match_info["name"]
     body = await _json_body(request)
     await _change(request, "The server change", lambda doc, snap: managed.update_server(doc, snap, name, body))
@@ -236,7 +229,6 @@ async def update_server(request: web.Request) -> web.Response:
 
 
 async def delete_server(request: web.Request) -> web.Response:
-    await require_admin(request)
     name = request.match_info["name"]
     await _change(request, "Removing the server", lambda doc, snap: managed.remove_server(doc, snap, name))
     return reply({"object": "server", "name": name, "deleted": True,
@@ -292,11 +284,7 @@ async def _change(request: web.Request, action: str,
 
 
 async def _json_body(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise BodyTooLarge(f"Request bodies on this route are limited to {MAX_BODY_BYTES} bytes.")
-    raw = await request.read()
-    if len(raw) > MAX_BODY_BYTES:
-        raise BodyTooLarge(f"Request bodies on this route are limited to {MAX_BODY_BYTES} bytes.")
+    raw = await read_body(request, snapshot_of(request).server, limit=MAX_BODY_BYTES)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

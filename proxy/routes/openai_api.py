@@ -19,6 +19,7 @@ import time
 import orjson
 from aiohttp import web
 
+from .. import access_log
 from ..appkeys import CLOCK, CONFIG, HEALTH
 from ..auth.authenticator import AUTHENTICATOR
 from ..auth.client_address import client_address
@@ -27,7 +28,8 @@ from ..errors import GatewayError, ModelNotFound, PermissionDenied, error_respon
 from ..limits import LIMITER
 from ..metrics import METRICS
 from ..upstream.forward import FORWARDER, UpstreamReply
-from ..upstream.request import ROUTE_SCOPE, ParsedRequest, parse_request, read_body
+from ..bodies import read_body
+from ..upstream.request import ROUTE_SCOPE, ParsedRequest, parse_request
 from ..upstream.sse import SSERelay, error_event
 from ..upstream.usage_bytes import extract_usage, usage_tokens
 from ..usage.record import UsageRecord
@@ -114,14 +116,12 @@ class _Call:
                 latency_ms=latency * 1000.0,
                 ttfb_ms=None if self.ttfb is None else self.ttfb * 1000.0,
                 stream=bool(self.parsed and self.parsed.stream)))
-        log.info("request id=%s route=%s model=%s upstream=%s status=%d latency_ms=%.1f",
-                 self.request_id, self.route, model_name, self.upstream or "-", status, latency * 1000.0)
 
 
 async def _admit(request: web.Request, call: _Call) -> None:
     """Everything before forwarding: body, key, model, limits."""
     snapshot = call.snapshot
-    raw = await read_body(request, snapshot.server.max_body_bytes)
+    raw = await read_body(request, snapshot.server)
     parsed = call.parsed = parse_request(call.route, raw)
     principal = call.principal = await request.app[AUTHENTICATOR].authenticate(
         request.headers.get("Authorization"), snapshot, client=client_address(request))
@@ -157,6 +157,17 @@ async def _admit(request: web.Request, call: _Call) -> None:
 async def _handle(request: web.Request, route: str) -> web.StreamResponse:
     app = request.app
     call = _Call(app, app[CONFIG].current, route, request_id_of(request))
+    try:
+        return await _run(request, call)
+    finally:
+        # The middleware writes the one access line per request; these are the /v1 fields.
+        access_log.note(request, id=call.request_id,
+                        model=call.model.name if call.model else (call.parsed.model if call.parsed else None),
+                        upstream=call.upstream)
+
+
+async def _run(request: web.Request, call: _Call) -> web.StreamResponse:
+    app = request.app
     try:
         await _admit(request, call)
         reply = await app[FORWARDER].send(call.snapshot, call.model, call.parsed, call.request_id)
