@@ -57,7 +57,8 @@ def make_snapshot(db_path: str, **auth: Any) -> Snapshot:
     }
     lookup = dict(models)
     lookup["mini"] = models["gpt-4o-mini"]
-    settings = {"bcrypt_rounds": 4, "password_min_length": 10, **auth}
+    # These tests sign up freely; the product default is invite-only.
+    settings = {"bcrypt_rounds": 4, "password_min_length": 10, "signup": "open", **auth}
     return Snapshot(
         server=ServerSettings(),
         database=DatabaseSettings(path=db_path),

@@ -53,6 +53,8 @@ def _describe(error: jsonschema.ValidationError, hint: str | None = None) -> str
         return f"{error.instance!r} does not have the expected format{suffix}"
     if error.validator == "minimum":
         return f"{error.instance!r} is too small: it must be at least {error.validator_value}"
+    if error.validator == "maximum":
+        return f"{error.instance!r} is too large: it must be at most {error.validator_value}"
     if error.validator == "exclusiveMinimum":
         return f"{error.instance!r} is too small: it must be greater than {error.validator_value}"
     return error.message
