@@ -109,7 +109,3 @@ def validate(source: Source) -> list[ConfigProblem]:
                 message, file=loc.file if loc else None, line=loc.line if loc else None,
                 path=path, value=instance, has_value=True))
     return problems
-
-
-def validate_value(name: str, value: Any) -> list[jsonschema.ValidationError]:
-    return list(validator(name).iter_errors(value))
