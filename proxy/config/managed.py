@@ -25,6 +25,7 @@ from ..errors import Conflict, InvalidRequest, NotFound
 from . import schema
 from .snapshot import Snapshot, UpstreamConfig
 from .source import format_path
+from .urls import BadURL, normalise_upstream_url
 
 HEADER = (
     "# Written by the BluesMinds admin API (/api/admin/servers) on every change.\n"
@@ -129,6 +130,10 @@ def check_server(spec: dict[str, Any]) -> None:
         field_path = path[2:]  # drop ("upstreams", 0)
         param = format_path(field_path) if field_path else None
         raise InvalidRequest(f"{param}: {message}" if param else message, param=param)
+    try:
+        normalise_upstream_url(spec["url"])
+    except BadURL as exc:
+        raise InvalidRequest(f"url: {exc}", param="url", code="invalid_url") from None
 
 
 # -- changes ----------------------------------------------------------------------
