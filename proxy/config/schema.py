@@ -12,10 +12,9 @@ import jsonschema
 
 from .source import ConfigProblem, Source
 
-SCHEMA_DIR = os.environ.get(
-    "BLUESMINDS_SCHEMAS",
-    os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "schemas"),
-)
+# Package data, so an installed wheel validates as a checkout does (the
+# checkout's top-level schemas/ is a link to this folder).
+SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
 
 SECTIONS = (
     "server", "database", "admin", "auth", "health", "retry",
