@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import sqlite3
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,7 +14,7 @@ import yaml
 
 from ..server import serve_until_signal
 from .loading import load_or_exit
-from .options import configure_logging, database_error, ensure_free, serving, use_uvloop
+from .options import configure_logging, ensure_database, ensure_free, serving, use_uvloop
 
 BUNDLED_DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 DEMO_EMAIL = "demo@bluesminds.local"
@@ -68,10 +67,8 @@ def _run(config_path: str, host: str | None, port: int | None, upstream_flag: st
         ensure_free("127.0.0.1", fake_port, upstream_flag)
     configure_logging("warning")
     use_uvloop()
-    try:
-        _, key = create_user_and_key(snapshot.database.path, DEMO_EMAIL, secrets.token_urlsafe(18), "pro", "demo")
-    except sqlite3.Error as exc:
-        raise database_error(snapshot.database.path, exc) from None
+    ensure_database(snapshot.database.path)
+    _, key = create_user_and_key(snapshot.database.path, DEMO_EMAIL, secrets.token_urlsafe(18), "pro", "demo")
 
     async def run() -> None:
         fakes = []
@@ -99,7 +96,4 @@ Press Ctrl+C to stop.""", err=False)
             for fake in fakes:
                 await fake.stop()
 
-    try:
-        asyncio.run(run())
-    except sqlite3.Error as exc:
-        raise database_error(snapshot.database.path, exc) from None
+    asyncio.run(run())

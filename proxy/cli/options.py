@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import socket
+import sqlite3
 
 import click
 
@@ -52,8 +53,18 @@ async def serving(coro, host: str, port: int, flag: str):
         raise
 
 
-def database_error(path: str, exc: Exception) -> click.ClickException:
-    return click.ClickException(f"cannot open the database {path}: {exc}")
+def ensure_database(path: str) -> None:
+    """Open (creating and migrating) the database once before serving, so a path
+    that cannot hold it is one line here rather than a traceback from start-up."""
+    from ..store import Database
+
+    db = Database(path)
+    try:
+        db.open_sync()
+    except (sqlite3.Error, OSError) as exc:
+        raise click.ClickException(f"cannot open the database {path}: {exc}") from None
+    finally:
+        db.close_sync()
 
 
 def ensure_free(host: str, port: int, flag: str) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import click
 
 from ..server import serve_until_signal
 from .loading import load_or_exit
-from .options import configure_logging, database_error, default_config, ensure_free, serving, use_uvloop
+from .options import configure_logging, default_config, ensure_database, ensure_free, serving, use_uvloop
 
 
 @click.command()
@@ -25,6 +24,7 @@ def serve(config_path: str, host: str | None, port: int | None) -> None:
     host = host or snapshot.server.host
     port = snapshot.server.port if port is None else port
     ensure_free(host, port, "--port")
+    ensure_database(snapshot.database.path)
     configure_logging(snapshot.server.log_level)
     use_uvloop()
 
@@ -32,10 +32,7 @@ def serve(config_path: str, host: str | None, port: int | None) -> None:
         app = create_app(config_path)
         await serving(serve_until_signal(app, host, port), host, port, "--port")
 
-    try:
-        asyncio.run(run())
-    except sqlite3.Error as exc:
-        raise database_error(snapshot.database.path, exc) from None
+    asyncio.run(run())
 
 
 @click.command("fake-upstream")
