@@ -167,11 +167,11 @@ def _read_file(file: str, source: Source) -> None:
         raise ConfigProblem(f"file is not UTF-8 (byte {exc.start})", file=file) from None
     try:
         try:
-            _check_shape(text, file, _COMPOSER)
+            check_shape(text, file, _COMPOSER)
             node = _compose(text, _COMPOSER)
         except yaml.YAMLError:
             # The pure-Python parser words its errors better ("but got ':'"); errors are rare.
-            _check_shape(text, file, yaml.SafeLoader)
+            check_shape(text, file, yaml.SafeLoader)
             node = _compose(text, yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise _yaml_problem(exc, text, file) from None
@@ -247,7 +247,7 @@ _NESTING = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
 _UNNESTING = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 
-def _check_shape(text: str, file: str, loader: type) -> None:
+def check_shape(text: str, file: str, loader: type) -> None:
     """Refuse nesting and aliases beyond the bounds before anything is composed.
 
     The parser keeps its own stack, so it walks any depth safely; stopping at
