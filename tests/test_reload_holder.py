@@ -186,6 +186,17 @@ async def test_a_check_reporting_a_problem_rejects_the_reload(holder: ConfigHold
     assert len(seen) == 1  # an unchanged config runs no check
 
 
+async def test_a_check_that_fails_rejects_the_reload(holder: ConfigHolder, config_dir: str) -> None:
+    async def broken(current, candidate):
+        raise OSError("database gone")
+
+    holder.add_check(broken)
+    write(config_dir, "upstreams.yaml", TWO_UPSTREAMS)
+    result = await holder.reload()
+    assert (result.changed, result.error) == (
+        False, "<config>: the reload could not be checked (OSError); the previous config keeps serving")
+
+
 async def test_no_yaml_node_outlives_its_reload(holder: ConfigHolder, config_dir: str) -> None:
     # A loader shared across reloads kept every composed node of every reload alive.
     for i in range(20):

@@ -82,7 +82,13 @@ class ConfigHolder:
     async def _checked(self, snapshot: Snapshot) -> ConfigError | None:
         problems: list[ConfigProblem] = []
         for check in self._checks:
-            problems.extend(await check(self.current, snapshot))
+            try:
+                problems.extend(await check(self.current, snapshot))
+            except Exception as exc:
+                # A check that cannot answer (the database gone) must not wave the reload through.
+                log.exception("config reload check failed")
+                problems.append(ConfigProblem(f"the reload could not be checked ({type(exc).__name__}); "
+                                              "the previous config keeps serving"))
         return ConfigError(problems) if problems else None
 
     async def _apply(self, built: tuple[Snapshot, list[str]] | ConfigError, reason: str) -> ReloadResult:
