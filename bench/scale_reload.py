@@ -10,6 +10,7 @@ after one upstream's weight was edited (build, compare, swap, listeners).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import tempfile
@@ -60,6 +61,22 @@ def write(config_dir: str, sections: dict) -> None:
         os.replace(tmp, os.path.join(config_dir, name))
 
 
+async def _reloads(holder: ConfigHolder, config_dir: str, sections: dict, rounds: int) -> tuple[list, list]:
+    unchanged, changed = [], []
+    for i in range(rounds):
+        start = time.perf_counter()
+        result = await holder.reload(reason="bench")
+        unchanged.append(time.perf_counter() - start)
+        assert not result.changed and result.error is None, result
+        sections["upstreams"][0]["weight"] = 10 + i % 2
+        write(config_dir, sections)
+        start = time.perf_counter()
+        result = await holder.reload(reason="bench")
+        changed.append(time.perf_counter() - start)
+        assert result.changed and result.error is None, result
+    return unchanged, changed
+
+
 def measure(upstreams: int, plans: int, rounds: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-reload-") as config_dir:
         sections = big_sections(upstreams, plans)
@@ -71,18 +88,7 @@ def measure(upstreams: int, plans: int, rounds: int) -> dict:
             builds.append(time.perf_counter() - start)
         holder = ConfigHolder(config_dir, snapshot)
         holder.subscribe(lambda old, new: None)
-        unchanged, changed = [], []
-        for i in range(rounds):
-            start = time.perf_counter()
-            result = holder.reload_sync(reason="bench")
-            unchanged.append(time.perf_counter() - start)
-            assert not result.changed and result.error is None, result
-            sections["upstreams"][0]["weight"] = 10 + i % 2
-            write(config_dir, sections)
-            start = time.perf_counter()
-            result = holder.reload_sync(reason="bench")
-            changed.append(time.perf_counter() - start)
-            assert result.changed and result.error is None, result
+        unchanged, changed = asyncio.run(_reloads(holder, config_dir, sections, rounds))
         return {
             "upstreams": len(snapshot.upstreams), "plans": len(snapshot.plans), "models": len(snapshot.models),
             "build_ms": median(builds) * 1e3, "reload_unchanged_ms": median(unchanged) * 1e3,

@@ -115,7 +115,7 @@ def start_bare(procs: ProcessSet, *, pin: bool) -> Target:
 
 
 def start_gateway(procs: ProcessSet, workdir: str, *, pin: bool, bulk_keys: int = 1_000) -> Target:
-    from proxy.cli_accounts import create_user_and_key  # lands with the gateway; imported late
+    from proxy.cli.accounts import create_user_and_key  # lands with the gateway; imported late
 
     upstreams = [_upstream(procs, f"for-gateway-{name}", pin=pin) for name in "ab"]
     config_dir = os.path.join(workdir, "gateway-config")

@@ -21,7 +21,7 @@ from . import access_log, limits, metrics
 from .appkeys import BALANCER, CLOCK, CONFIG, HEALTH, RETRY_BUDGET, STORE, TRANSPORT
 from .auth.management import guard_admin_path, require_admin
 from .auth import setup as auth_setup
-from .config import watcher
+from .config import plan_guard, watcher
 from .config.build import load_config
 from .config.holder import ConfigHolder
 from .config.snapshot import MAX_BODY_CEILING
@@ -160,6 +160,7 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     app[RETRY_BUDGET] = RetryBudget()
 
     app.cleanup_ctx.append(_store_ctx)
+    plan_guard.setup(app)
     limits.setup(app, load_totals=quota_totals.load_window_totals)
     app.cleanup_ctx.append(_upstream_ctx)
     metrics.setup(app)

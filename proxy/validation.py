@@ -24,7 +24,7 @@ from . import bodies
 from .appkeys import CONFIG
 from .errors import InvalidRequest, UnknownParameter
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "api"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas" / "api"
 MAX_BODY_BYTES = 64 * 1024
 _INTEGER = re.compile(r"^-?\d+$")
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from proxy import server
 from proxy.app import create_app
-from proxy.cli_accounts import create_user_and_key
+from proxy.cli.accounts import create_user_and_key
 
 BASE_CONFIG: dict[str, Any] = {
     "server": {"host": "127.0.0.1", "port": 0, "log_level": "warning"},

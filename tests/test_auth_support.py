@@ -57,8 +57,10 @@ def make_snapshot(db_path: str, **auth: Any) -> Snapshot:
     }
     lookup = dict(models)
     lookup["mini"] = models["gpt-4o-mini"]
-    # Tests sign up many accounts from 127.0.0.1; the signup throttle has tests of its own.
-    settings = {"bcrypt_rounds": 4, "password_min_length": 10, "signups_per_hour": 10_000, **auth}
+    # Tests sign up many accounts from 127.0.0.1 (the signup throttle and the invite-only
+    # default have tests of their own).
+    settings = {"bcrypt_rounds": 4, "password_min_length": 10, "signups_per_hour": 10_000, "signup": "open",
+                **auth}
     return Snapshot(
         server=ServerSettings(),
         database=DatabaseSettings(path=db_path),

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from proxy.auth.authenticator import Authenticator
 from proxy.auth.keys import parse_key
 from proxy.auth.passwords import Hasher
-from proxy.cli_accounts import create_user_and_key, keys, users
+from proxy.cli.accounts import create_user_and_key, keys, users
 from proxy.errors import AuthenticationFailed
 from proxy.store import Database
 

@@ -46,6 +46,14 @@ CASES = {
     "default_plan_missing.yaml": "2: auth.default_plan: plan 'starter' is not defined in plans (defined: free, pro)",
     "routing_unknown_upstream.yaml": "9: routing[0].upstreams[1]: no upstream named 'b'",
     "fallback_unknown_model.yaml": "3: models.m1.fallbacks[0]: fallback model 'm9' is not declared in models",
+    "url_port_out_of_range.yaml": "5: upstreams[0].url: 'http://127.0.0.1:99999' is not a usable URL: "
+                                  "Port out of range 0-65535",
+    "url_unclosed_ipv6.yaml": "5: upstreams[0].url: 'http://[::1' is not a usable URL: Invalid IPv6 URL",
+    "bcrypt_rounds_too_high.yaml": "2: auth.bcrypt_rounds: 31 is too large: it must be at most 16",
+    "database_path_is_directory.yaml": f"2: database.path: {BAD} is a directory; name the database file "
+                                       f"in it, such as {os.path.join(BAD, 'bluesminds.db')}",
+    "alias_bomb.yaml": " expands to more than 250000 values once aliases are followed (an alias bomb?)",
+    "nested_too_deep.yaml": "2: nested deeper than 64 levels",
 }
 
 

@@ -199,3 +199,16 @@ def test_overrides_merge_with_a_hand_written_section(config_dir: str) -> None:
     assert [str(p) for p in caught.value.problems] == [
         f"{config_dir}/servers.managed.yaml:6: upstream_overrides.other: upstream_overrides 'other' is defined "
         f"twice (first in {config_dir}/gateway.yaml)"]
+
+
+@pytest.mark.parametrize("content", [
+    "upstreams: [" * 50_000 + "]" * 50_000 + "\n",  # the parser would recurse until Python gives up
+    "upstreams: {a: [oops\n",
+])
+def test_an_unreadable_managed_file_is_a_conflict_not_a_crash(tmp_path, content: str) -> None:
+    path = tmp_path / "servers.managed.yaml"
+    path.write_text(content)
+    with pytest.raises(ManagedFileInvalid) as caught:
+        read_managed(str(path))
+    assert caught.value.message == (f"The managed config file {path} cannot be parsed; fix or remove it, "
+                                    "then retry.")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 
 import pytest
+import yaml
 
 from proxy.config import load_config
 from proxy.config.holder import ConfigHolder
+from proxy.config.source import ConfigProblem
 
 GATEWAY = "models:\n  m1: {}\n"
 UPSTREAMS = """upstreams:
@@ -149,6 +152,55 @@ async def test_a_builder_bug_rejects_the_reload(holder: ConfigHolder, monkeypatc
     assert holder.version == 1
 
 
-def test_reload_sync_for_clis(holder: ConfigHolder, config_dir: str) -> None:
+async def test_an_applied_reload_logs_and_keeps_its_diff(holder: ConfigHolder, config_dir: str, clock: Clock,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    write(config_dir, "gateway.yaml", GATEWAY + "  m2: {}\nplans:\n  free: {rpm: 5}\n  pro: {}\n")
+    write(config_dir, "upstreams.yaml", TWO_UPSTREAMS.replace("models: \"*\"", "models: \"*\"\n    weight: 3", 1))
+    clock.now = 1005.0
+    with caplog.at_level(logging.INFO, logger="bluesminds.config"):
+        assert (await holder.reload()).changed
+    assert holder.status()["last_diff"] == {
+        "version": 2, "at": 1005.0,
+        "upstreams": {"added": ["b"], "removed": [], "changed": ["a"]},
+        "models": {"added": ["m2"], "removed": [], "changed": []},
+        "plans": {"added": ["pro"], "removed": [], "changed": ["free"]},
+    }
+    assert ("upstreams added: b; upstreams changed: a; models added: m2; plans added: pro; plans changed: free"
+            in caplog.text)
+
+
+async def test_a_check_reporting_a_problem_rejects_the_reload(holder: ConfigHolder, config_dir: str) -> None:
+    seen = []
+
+    async def refuse(current, candidate):
+        seen.append((current.digest, candidate.digest))
+        return [ConfigProblem("not now", file="x.yaml", path=("plans", "pro"))]
+
+    holder.add_check(refuse)
     write(config_dir, "upstreams.yaml", TWO_UPSTREAMS)
-    assert holder.reload_sync(reason="cli").version == 2
+    result = await holder.reload()
+    assert (result.changed, result.version, result.error) == (False, 1, "x.yaml: plans.pro: not now")
+    assert holder.status()["last_diff"] is None
+    holder.remove_check(refuse)
+    assert (await holder.reload()).version == 2
+    assert len(seen) == 1  # an unchanged config runs no check
+
+
+async def test_a_check_that_fails_rejects_the_reload(holder: ConfigHolder, config_dir: str) -> None:
+    async def broken(current, candidate):
+        raise OSError("database gone")
+
+    holder.add_check(broken)
+    write(config_dir, "upstreams.yaml", TWO_UPSTREAMS)
+    result = await holder.reload()
+    assert (result.changed, result.error) == (
+        False, "<config>: the reload could not be checked (OSError); the previous config keeps serving")
+
+
+async def test_no_yaml_node_outlives_its_reload(holder: ConfigHolder, config_dir: str) -> None:
+    # A loader shared across reloads kept every composed node of every reload alive.
+    for i in range(20):
+        write(config_dir, "gateway.yaml", GATEWAY + f"  m{i + 2}: {{aliases: [alias{i}]}}\n")
+        assert (await holder.reload()).changed
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, yaml.Node)] == []

@@ -12,7 +12,7 @@ import pytest
 
 from proxy.config import load_config
 from proxy.config.holder import ConfigHolder
-from proxy.config.watcher import ConfigWatcher
+from proxy.config.watcher import ConfigWatcher, wait_until_settled
 
 GATEWAY = "models:\n  m1: {}\n"
 ONE = "upstreams:\n  - name: a\n    url: http://127.0.0.1:9\n    models: '*'\n"
@@ -179,3 +179,60 @@ async def test_stop_is_prompt_and_idempotent(config_dir: str) -> None:
     await watcher.stop()
     await watcher.stop()
     assert time.monotonic() - began < 2.0
+
+
+# -- a file still being written is not read --------------------------------------------
+
+FULL_PLANS = "plans:\n  free:\n    rpm: 5\n    tpm: 1000\n    requests_per_day: 50\n"
+HALF_PLANS = "plans:\n  free:\n    rpm: 5\n"  # still valid YAML: the limits below rpm are just gone
+
+
+async def test_settling_waits_until_size_and_mtime_hold_still() -> None:
+    states = iter([(1, 1), (2, 2), (3, 3), (3, 3)])
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    assert await wait_until_settled(["f"], interval=0.25, max_checks=10, stat=lambda p: next(states), sleep=sleep)
+    assert sleeps == [0.25, 0.25, 0.25]
+
+
+async def test_settling_gives_up_after_its_bound() -> None:
+    counter = iter(range(100))
+
+    async def sleep(seconds: float) -> None:
+        pass
+
+    assert not await wait_until_settled(["f"], interval=0.1, max_checks=4,
+                                        stat=lambda p: (next(counter), 0), sleep=sleep)
+    assert next(counter) == 5  # the first look and four checks
+
+
+async def test_a_file_still_being_written_is_read_once_complete(config_dir: str) -> None:
+    plans = os.path.join(config_dir, "plans.yaml")
+    write(plans, FULL_PLANS)
+    holder = ConfigHolder(config_dir, load_config(config_dir))
+    seen: list[dict] = []
+    holder.subscribe(lambda old, new: seen.append(dict(new.plans)))
+    finished = asyncio.Event()
+
+    async def writer_finishes_during_the_wait(seconds: float) -> None:
+        # The first wait is where a slow writer completes the file.
+        if not finished.is_set():
+            with open(plans, "a", encoding="utf-8") as fh:
+                fh.write("    tpm: 2000\n    requests_per_day: 70\n")
+            os.utime(plans, ns=(time.time_ns(), time.time_ns() + 10**9))
+            finished.set()
+        await asyncio.sleep(0)
+
+    watcher = ConfigWatcher(holder, settle=0.05, sleep=writer_finishes_during_the_wait)
+    await watcher.start()
+    try:
+        write(plans, HALF_PLANS)
+        await wait_for(lambda: holder.version == 2)
+    finally:
+        await watcher.stop()
+    assert len(seen) == 1
+    free = seen[0]["free"]
+    assert (free.rpm, free.tpm, free.requests_per_day) == (5, 2000, 70)

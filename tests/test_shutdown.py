@@ -73,7 +73,7 @@ async def _prepare(tmp_path):
     fake = await start_fake_upstream(name="u")
     harness = GatewayHarness.write(str(tmp_path / "cfg"), [upstream_entry("u", fake.url)],
                                    database={"path": "gateway.db", "flush_interval": f"{int(FLUSH_S * 1000)}ms"})
-    from proxy.cli_accounts import create_user_and_key
+    from proxy.cli.accounts import create_user_and_key
 
     harness.user_id, harness.key = create_user_and_key(harness.db_path, "t@example.com", "correct horse battery",
                                                        "test", "k", bcrypt_rounds=4)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import proxy.auth.tables  # noqa: F401  (registers the users table, for e-mails in the report)
 from proxy.auth.users import insert_user
-from proxy.cli_usage import usage
+from proxy.cli.usage import usage
 from proxy.store import Database
 from proxy.usage import UsageRecord, write_batch
 

@@ -6,11 +6,12 @@ Validation is the same code path as loading, without starting anything, so
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import logging
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 from . import schema
 from .snapshot import (
@@ -20,8 +21,10 @@ from .snapshot import (
 )
 from .source import ConfigError, ConfigProblem, Source, managed_file_for, read_source
 from .units import parse_duration, parse_size
+from .urls import BadURL, normalise_upstream_url
 
 log = logging.getLogger("bluesminds.config")
+T = TypeVar("T")
 
 
 def load_config(path: str, *, environ: Mapping[str, str] | None = None) -> Snapshot:
@@ -76,96 +79,24 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
     b = _Builder(source, environ)
     d = source.data
 
-    server = _build_server(b, d.get("server") or {})
-    db_raw = d.get("database") or {}
-    db_path = db_raw.get("path", "data/bluesminds.db")
-    if db_path != ":memory:" and not os.path.isabs(db_path):
-        # Relative to the config's own location, not the process's working directory.
-        base = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-        db_path = os.path.normpath(os.path.join(os.path.abspath(base), db_path))
-    database = DatabaseSettings(
-        path=db_path,
-        flush_interval=parse_duration(db_raw.get("flush_interval", "250ms")),
-        flush_rows=db_raw.get("flush_rows", 500),
-        queue_size=db_raw.get("queue_size", 100_000),
-    )
-    admin_raw = d.get("admin") or {}
-    admin = AdminSettings(key_env=admin_raw.get("key_env"),
-                          key=b.secret(("admin", "key_env"), admin_raw.get("key_env")))
-    auth_raw = d.get("auth") or {}
-    auth = AuthSettings(
-        signup=auth_raw.get("signup", "open"),
-        default_plan=auth_raw.get("default_plan", "free"),
-        bcrypt_rounds=auth_raw.get("bcrypt_rounds", 12),
-        password_min_length=auth_raw.get("password_min_length", 10),
-        session_ttl=parse_duration(auth_raw.get("session_ttl", "7d")),
-        secure_cookies=auth_raw.get("secure_cookies", False),
-        key_cache_size=auth_raw.get("key_cache_size", 100_000),
-        max_rotation_overlap=parse_duration(auth_raw.get("max_rotation_overlap", "24h")),
-        login_attempts_per_minute=auth_raw.get("login_attempts_per_minute", 10),
-        signups_per_hour=auth_raw.get("signups_per_hour", 10),
-        key_failures_per_minute=auth_raw.get("key_failures_per_minute", 20),
-        key_check_queue=auth_raw.get("key_check_queue", 16),
-    )
-    h = d.get("health") or {}
-    health = HealthSettings(
-        path=h.get("path", "/health/liveliness"),
-        interval=parse_duration(h.get("interval", "10s")),
-        timeout=parse_duration(h.get("timeout", "2s")),
-        rise=h.get("rise", 2), fall=h.get("fall", 3), eject_after=h.get("eject_after", 3),
-        cooldown=parse_duration(h.get("cooldown", "5s")),
-        max_cooldown=parse_duration(h.get("max_cooldown", "2m")),
-    )
-    r = d.get("retry") or {}
-    retry = RetrySettings(
-        attempts=r.get("attempts", 3),
-        backoff=parse_duration(r.get("backoff", "25ms")),
-        max_backoff=parse_duration(r.get("max_backoff", "1s")),
-        budget_ratio=r.get("budget_ratio", 0.2),
-        min_retries=r.get("min_retries", 5),
-    )
-
+    server = build_server(b, d.get("server") or {})
+    database = build_database(b, d.get("database") or {}, path)
+    admin = build_admin(b, d.get("admin") or {})
+    auth = build_auth(d.get("auth") or {})
+    health = _settings(HealthSettings, d.get("health") or {}, durations=_HEALTH_DURATIONS)
+    retry = _settings(RetrySettings, d.get("retry") or {}, durations=("backoff", "max_backoff"))
     models = _build_models(b, d.get("models") or {})
-    model_lookup: dict[str, ModelConfig] = {}
-    for model in models.values():
-        for alias in (model.name,) + model.aliases:
-            if alias in model_lookup:
-                b.problem(("models", model.name), f"name or alias '{alias}' is used by two models "
-                          f"('{model_lookup[alias].name}' and '{model.name}')", alias, True)
-            model_lookup[alias] = model
-    for model in models.values():
-        for i, fallback in enumerate(model.fallbacks):
-            if fallback not in model_lookup:
-                b.problem(("models", model.name, "fallbacks", i), f"fallback model '{fallback}' is not declared in models",
-                          fallback, True)
-
+    model_lookup = _model_lookup(b, models)
     overrides = d.get("upstream_overrides") or {}
     upstreams = _build_upstreams(b, d.get("upstreams") or [], models, overrides)
     by_name = {u.name: u for u in upstreams}
-    for name in overrides:
-        if name not in by_name:
-            b.problem(("upstream_overrides", name), f"no upstream named '{name}'", name, True)
-    for model in models.values():
-        if not any(u.serves(model.name) for u in upstreams):
-            b.problem(("models", model.name), f"model '{model.name}' is served by no upstream; "
-                      "list it under an upstream's models or use models: '*'", model.name, True)
-        if model.pricing is None:
-            b.warnings.append(f"model '{model.name}' has no pricing: its requests will cost 0")
-
-    plans = _build_plans(b, d.get("plans") or {}, models)
-    if not plans:
-        plans = {"free": PlanConfig(name="free")}
+    _check_overrides(b, overrides, by_name)
+    _check_models_served(b, models, upstreams)
+    plans = _build_plans(b, d.get("plans") or {}, models) or {"free": PlanConfig(name="free")}
     if auth.default_plan not in plans:
         b.problem(("auth", "default_plan"), f"plan '{auth.default_plan}' is not defined in plans "
                   f"(defined: {', '.join(sorted(plans))})", auth.default_plan, True)
-
-    routing = []
-    for i, rule in enumerate(d.get("routing") or []):
-        for j, name in enumerate(rule.get("upstreams", [])):
-            if name not in by_name:
-                b.problem(("routing", i, "upstreams", j), f"no upstream named '{name}'", name, True)
-        routing.append(RoutingRule(model=rule["model"], upstreams=tuple(rule.get("upstreams", ())),
-                                   regions=tuple(rule.get("regions", ()))))
+    routing = _build_routing(b, d.get("routing") or [], by_name)
 
     if b.problems:
         raise ConfigError(b.problems)
@@ -189,23 +120,110 @@ def _trusted_proxies(b: _Builder, raw: Any) -> tuple:
     return tuple(networks)
 
 
+# -- settings sections ------------------------------------------------------------
+#
+# Each default lives once, on the settings dataclass: a builder passes on only
+# the keys the YAML sets, converting durations and sizes to seconds and bytes.
+
+_HEALTH_DURATIONS = ("interval", "timeout", "cooldown", "max_cooldown")
+
+
+def _settings(cls: type[T], raw: Mapping[str, Any], *, durations: tuple[str, ...] = (),
+              rename: Mapping[str, str] | None = None, **extra: Any) -> T:
+    rename = rename or {}
+    kwargs = {rename.get(key, key): parse_duration(value) if key in durations else value
+              for key, value in raw.items()}
+    kwargs.update(extra)
+    return cls(**kwargs)
+
+
+def _default(cls: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def build_database(b: _Builder, raw: Mapping[str, Any], config_path: str) -> DatabaseSettings:
+    db_path = raw.get("path", _default(DatabaseSettings, "path"))
+    if db_path != ":memory:":
+        if not os.path.isabs(db_path):
+            # Relative to the config's own location, not the process's working directory.
+            base = config_path if os.path.isdir(config_path) else os.path.dirname(os.path.abspath(config_path))
+            db_path = os.path.normpath(os.path.join(os.path.abspath(base), db_path))
+        if os.path.isdir(db_path):
+            b.problem(("database", "path"), f"{db_path} is a directory; name the database file in it, "
+                      f"such as {os.path.join(db_path, 'bluesminds.db')}", db_path, True)
+    return _settings(DatabaseSettings, {**raw, "path": db_path}, durations=("flush_interval",))
+
+
+def build_admin(b: _Builder, raw: Mapping[str, Any]) -> AdminSettings:
+    key_env = raw.get("key_env")
+    return AdminSettings(key_env=key_env, key=b.secret(("admin", "key_env"), key_env))
+
+
+def build_auth(raw: Mapping[str, Any]) -> AuthSettings:
+    return _settings(AuthSettings, raw, durations=("session_ttl", "max_rotation_overlap"))
+
+
+# -- models, upstreams, plans, routing ---------------------------------------------
+
+
+def _model_lookup(b: _Builder, models: Mapping[str, ModelConfig]) -> dict[str, ModelConfig]:
+    lookup: dict[str, ModelConfig] = {}
+    for model in models.values():
+        for alias in (model.name,) + model.aliases:
+            if alias in lookup:
+                b.problem(("models", model.name), f"name or alias '{alias}' is used by two models "
+                          f"('{lookup[alias].name}' and '{model.name}')", alias, True)
+            lookup[alias] = model
+    for model in models.values():
+        for i, fallback in enumerate(model.fallbacks):
+            if fallback not in lookup:
+                b.problem(("models", model.name, "fallbacks", i),
+                          f"fallback model '{fallback}' is not declared in models", fallback, True)
+    return lookup
+
+
+def _check_overrides(b: _Builder, overrides: Mapping[str, Any], by_name: Mapping[str, UpstreamConfig]) -> None:
+    for name in overrides:
+        if name not in by_name:
+            b.problem(("upstream_overrides", name), f"no upstream named '{name}'", name, True)
+
+
+def _check_models_served(b: _Builder, models: Mapping[str, ModelConfig],
+                         upstreams: list[UpstreamConfig]) -> None:
+    for model in models.values():
+        if not any(u.serves(model.name) for u in upstreams):
+            b.problem(("models", model.name), f"model '{model.name}' is served by no upstream; "
+                      "list it under an upstream's models or use models: '*'", model.name, True)
+        if model.pricing is None:
+            b.warnings.append(f"model '{model.name}' has no pricing: its requests will cost 0")
+
+
+def _build_routing(b: _Builder, raw: list[dict[str, Any]],
+                   by_name: Mapping[str, UpstreamConfig]) -> list[RoutingRule]:
+    routing = []
+    for i, rule in enumerate(raw):
+        for j, name in enumerate(rule.get("upstreams", [])):
+            if name not in by_name:
+                b.problem(("routing", i, "upstreams", j), f"no upstream named '{name}'", name, True)
+        routing.append(RoutingRule(model=rule["model"], upstreams=tuple(rule.get("upstreams", ())),
+                                   regions=tuple(rule.get("regions", ()))))
+    return routing
+
+
 def _build_models(b: _Builder, raw: dict[str, Any]) -> dict[str, ModelConfig]:
     models: dict[str, ModelConfig] = {}
     for name, spec in raw.items():
-        spec = spec or {}
-        pricing = spec.get("pricing")
-        models[name] = ModelConfig(
-            name=name,
-            upstream_model=spec.get("upstream_model", name),
-            aliases=tuple(spec.get("aliases", ())),
-            pricing=Pricing(input=pricing["input"], output=pricing["output"],
-                            cached_input=pricing.get("cached_input")) if pricing else None,
-            fallbacks=tuple(spec.get("fallbacks", ())),
-            owned_by=spec.get("owned_by", "bluesminds"),
-            created=spec.get("created", 1_700_000_000),
-            kind=spec.get("kind", "chat"),
-        )
+        spec = dict(spec or {})
+        pricing = spec.pop("pricing", None)
+        models[name] = _settings(
+            ModelConfig, spec, name=name, upstream_model=spec.get("upstream_model", name),
+            aliases=tuple(spec.get("aliases", ())), fallbacks=tuple(spec.get("fallbacks", ())),
+            pricing=_settings(Pricing, pricing) if pricing else None)
     return models
+
+
+def _served(served: Any) -> tuple[str, ...]:
+    return (WILDCARD,) if served == WILDCARD else tuple(served)
 
 
 def _build_upstreams(b: _Builder, raw: list[dict[str, Any]], models: Mapping[str, ModelConfig],
@@ -218,90 +236,74 @@ def _build_upstreams(b: _Builder, raw: list[dict[str, Any]], models: Mapping[str
         if name in seen:
             b.problem(path + ("name",), f"duplicate upstream name '{name}' (also upstreams[{seen[name]}])", name, True)
         seen[name] = i
-        served = spec["models"]
-        served_t = (WILDCARD,) if served == WILDCARD else tuple(served)
-        if served_t != (WILDCARD,):
-            unknown = [m for m in served_t if m not in models]
-            for m in unknown:
-                b.problem(path + ("models", served_t.index(m)), f"model '{m}' is not declared in models", m, True)
-            if not served_t:
+        served = _served(spec["models"])
+        if served != (WILDCARD,):
+            for j, m in enumerate(served):
+                if m not in models:
+                    b.problem(path + ("models", j), f"model '{m}' is not declared in models", m, True)
+            if not served:
                 b.problem(path + ("models",), f"upstream '{name}' serves no model; list at least one or use '*'",
-                          list(served_t), True)
-        t = spec.get("timeouts") or {}
+                          [], True)
         loc = b.source.locate(path)
-        override = overrides.get(name, {})
-        upstreams.append(UpstreamConfig(
-            name=name,
-            url=spec["url"].rstrip("/"),
-            weight=spec.get("weight", 1),
-            priority=spec.get("priority", 1),
-            models=served_t,
-            region=spec.get("region"),
-            timeouts=Timeouts(
-                connect=parse_duration(t.get("connect", "5s")),
-                first_byte=parse_duration(t.get("first_byte", "120s")),
-                total=parse_duration(t.get("total", "10m")),
-            ),
-            max_concurrent=spec.get("max_concurrent"),
-            api_key_env=spec.get("api_key_env"),
+        upstreams.append(_settings(
+            UpstreamConfig, {**spec, **overrides.get(name, {})},
+            url=_upstream_url(b, path + ("url",), name, spec["url"]),
+            models=served,
+            timeouts=_settings(Timeouts, spec.get("timeouts") or {}, durations=("connect", "first_byte", "total")),
             api_key=b.secret(path + ("api_key_env",), spec.get("api_key_env")),
-            enabled=override.get("enabled", spec.get("enabled", True)),
-            drain=override.get("drain", spec.get("drain", False)),
             source=loc.file if loc else "",
         ))
     return upstreams
 
 
+def _upstream_url(b: _Builder, path: tuple, name: str, url: str) -> str:
+    try:
+        clean, stripped = normalise_upstream_url(url)
+    except BadURL as exc:
+        b.problem(path, str(exc), url, True)
+        return url
+    if stripped:
+        b.warnings.append(f"upstream '{name}': url {url!r} ends in /v1, which the gateway adds itself; "
+                          f"using {clean!r}")
+    return clean
+
+
 def _build_plans(b: _Builder, raw: dict[str, Any], models: Mapping[str, ModelConfig]) -> dict[str, PlanConfig]:
     plans: dict[str, PlanConfig] = {}
     for name, spec in raw.items():
-        allowed = spec.get("models", WILDCARD)
-        allowed_t = (WILDCARD,) if allowed == WILDCARD else tuple(allowed)
-        if allowed_t != (WILDCARD,):
-            for j, m in enumerate(allowed_t):
+        allowed = _served(spec.get("models", WILDCARD))
+        if allowed != (WILDCARD,):
+            for j, m in enumerate(allowed):
                 if m not in models:
                     b.problem(("plans", name, "models", j), f"model '{m}' is not declared in models", m, True)
-        plans[name] = PlanConfig(
-            name=name,
-            rpm=spec.get("rpm"), tpm=spec.get("tpm"),
-            requests_per_day=spec.get("requests_per_day"), tokens_per_day=spec.get("tokens_per_day"),
-            requests_per_month=spec.get("requests_per_month"), tokens_per_month=spec.get("tokens_per_month"),
-            monthly_budget_usd=spec.get("monthly_budget_usd"),
-            models=allowed_t,
-            max_concurrent=spec.get("max_concurrent"),
-            default_max_tokens=spec.get("default_max_tokens", 1024),
-            price_usd_month=spec.get("price_usd_month", 0.0),
-            per_user=spec.get("per_user", False),
-        )
+        plans[name] = _settings(PlanConfig, spec, name=name, models=allowed)
     return plans
 
 
-def _build_server(b: _Builder, raw: dict[str, Any]) -> ServerSettings:
-    max_body = parse_size(raw.get("max_body", "4MiB"))
-    if max_body > MAX_BODY_CEILING:
-        b.problem(("server", "max_body"), f"must be at most 1GiB ({MAX_BODY_CEILING} bytes)",
-                  raw.get("max_body"), True)
-    t = raw.get("timeouts") or {}
-    for name in ("header", "body", "keepalive"):
-        if name in t and parse_duration(t[name]) <= 0:
-            b.problem(("server", "timeouts", name), "must be longer than 0s", t[name], True)
-    m = raw.get("metrics") or {}
-    listen = m.get("listen", "127.0.0.1:9464")
-    host, _, port = listen.rpartition(":")
-    if int(port) > 65535:
-        b.problem(("server", "metrics", "listen"), "port must be at most 65535", listen, True)
-    return ServerSettings(
-        host=raw.get("host", "127.0.0.1"),
-        port=raw.get("port", 8080),
-        max_body_bytes=max_body,
-        log_level=raw.get("log_level", "info"),
-        access_log=raw.get("access_log", True),
-        public_url=raw.get("public_url"),
-        trusted_proxies=_trusted_proxies(b, raw.get("trusted_proxies") or ()),
-        request_encodings=tuple(raw.get("request_encodings", ())),
-        timeouts=ServerTimeouts(header=parse_duration(t.get("header", "60s")),
-                                body=parse_duration(t.get("body", "60s")),
-                                keepalive=parse_duration(t.get("keepalive", "75s"))),
-        metrics=MetricsSettings(access=m.get("access", "admin"), listen_host=host.strip("[]"),
-                                listen_port=min(int(port), 65535)),
-    )
+def build_server(b: _Builder, raw: Mapping[str, Any]) -> ServerSettings:
+    raw = dict(raw)
+    if "max_body" in raw:
+        written = raw["max_body"]
+        raw["max_body"] = parse_size(written)
+        if raw["max_body"] > MAX_BODY_CEILING:
+            b.problem(("server", "max_body"), f"must be at most 1GiB ({MAX_BODY_CEILING} bytes)",
+                      written, True)
+    if "trusted_proxies" in raw:
+        raw["trusted_proxies"] = _trusted_proxies(b, raw["trusted_proxies"] or ())
+    if "request_encodings" in raw:
+        raw["request_encodings"] = tuple(raw["request_encodings"])
+    if "timeouts" in raw:
+        t = raw["timeouts"] or {}
+        for name in ("header", "body", "keepalive"):
+            if name in t and parse_duration(t[name]) <= 0:
+                b.problem(("server", "timeouts", name), "must be longer than 0s", t[name], True)
+        raw["timeouts"] = _settings(ServerTimeouts, t, durations=("header", "body", "keepalive"))
+    if "metrics" in raw:
+        m = dict(raw["metrics"] or {})
+        if "listen" in m:
+            host, _, port = m.pop("listen").rpartition(":")
+            if int(port) > 65535:
+                b.problem(("server", "metrics", "listen"), "port must be at most 65535", f"{host}:{port}", True)
+            m["listen_host"], m["listen_port"] = host.strip("[]"), min(int(port), 65535)
+        raw["metrics"] = _settings(MetricsSettings, m)
+    return _settings(ServerSettings, raw, rename={"max_body": "max_body_bytes"})

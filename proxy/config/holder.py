@@ -3,8 +3,11 @@
 Reload is build → compare → swap (Caddy's order): a new snapshot is built and
 validated completely; identical content is a no-op; any error keeps the old
 snapshot serving and is kept in `last_error` for `GET /api/admin/config`.
-Listeners run after a swap so run-time state (health, balancer, limiter) can
-carry over what belongs to unchanged upstreams and plans.
+Checks run after a build and before the swap, for what only the running app
+can know (which plans accounts are on); a problem they report rejects the
+reload like a bad file does. Listeners run after a swap so run-time state
+(health, balancer, limiter) can carry over what belongs to unchanged
+upstreams and plans. Every applied reload's diff is logged and kept.
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Awaitable, Callable
 
 from .build import build_snapshot
+from .diff import config_diff, describe
 from .snapshot import Snapshot
 from .source import ConfigError, ConfigProblem, read_source
 
 log = logging.getLogger("bluesminds.config")
 
 Listener = Callable[[Snapshot, Snapshot], None]
+# (current, candidate) -> problems that forbid the swap; empty to allow it.
+Check = Callable[[Snapshot, Snapshot], Awaitable[list[ConfigProblem]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,32 +50,59 @@ class ConfigHolder:
         self.last_error_at: float | None = None
         self.reloads = 0
         self.failed_reloads = 0
+        self.last_diff: dict | None = None
         self._clock = clock
         self._environ = environ
         self._listeners: list[Listener] = []
+        self._checks: list[Check] = []
         self._lock = asyncio.Lock()
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def add_check(self, check: Check) -> None:
+        self._checks.append(check)
+
+    def remove_check(self, check: Check) -> None:
+        self._checks.remove(check)
+
     def _build(self) -> tuple[Snapshot, list[str]]:
         environ = os.environ if self._environ is None else self._environ
         return build_snapshot(read_source(self.path), self.path, environ=environ)
 
-    def _apply(self, built: tuple[Snapshot, list[str]] | ConfigError, reason: str) -> ReloadResult:
+    def _reject(self, error: ConfigError, reason: str) -> ReloadResult:
+        self.failed_reloads += 1
+        self.last_error = str(error)
+        self.last_error_at = self._clock()
+        for problem in error.problems:
+            log.error("config reload rejected (%s), keeping version %d: %s",
+                      reason, self.version, problem)
+        return ReloadResult(False, self.version, self.current.digest, self.last_error)
+
+    async def _checked(self, snapshot: Snapshot) -> ConfigError | None:
+        problems: list[ConfigProblem] = []
+        for check in self._checks:
+            try:
+                problems.extend(await check(self.current, snapshot))
+            except Exception as exc:
+                # A check that cannot answer (the database gone) must not wave the reload through.
+                log.exception("config reload check failed")
+                problems.append(ConfigProblem(f"the reload could not be checked ({type(exc).__name__}); "
+                                              "the previous config keeps serving"))
+        return ConfigError(problems) if problems else None
+
+    async def _apply(self, built: tuple[Snapshot, list[str]] | ConfigError, reason: str) -> ReloadResult:
         if isinstance(built, ConfigError):
-            self.failed_reloads += 1
-            self.last_error = str(built)
-            self.last_error_at = self._clock()
-            for problem in built.problems:
-                log.error("config reload rejected (%s), keeping version %d: %s",
-                          reason, self.version, problem)
-            return ReloadResult(False, self.version, self.current.digest, self.last_error)
+            return self._reject(built, reason)
         snapshot, warnings = built
-        # A good config, even an unchanged one, clears a stale error.
-        self.last_error = None
         if snapshot.digest == self.current.digest:
+            # A good config, even an unchanged one, clears a stale error.
+            self.last_error = None
             return ReloadResult(False, self.version, snapshot.digest)
+        refused = await self._checked(snapshot)
+        if refused is not None:
+            return self._reject(refused, reason)
+        self.last_error = None
         for warning in warnings:
             log.warning("config warning: %s", warning)
         old = self.current
@@ -77,7 +110,10 @@ class ConfigHolder:
         self.version += 1
         self.loaded_at = self._clock()
         self.reloads += 1
-        log.info("config version %d loaded (%s, digest %s)", self.version, reason, snapshot.digest)
+        diff = config_diff(old, snapshot)
+        self.last_diff = {"version": self.version, "at": self.loaded_at, **diff}
+        log.info("config version %d loaded (%s, digest %s): %s", self.version, reason, snapshot.digest,
+                 describe(diff))
         for listener in self._listeners:
             try:
                 listener(old, snapshot)
@@ -98,15 +134,12 @@ class ConfigHolder:
                 f"internal error while building the config ({type(exc).__name__}); "
                 "the previous config keeps serving")])
 
-    def reload_sync(self, *, reason: str = "manual") -> ReloadResult:
-        return self._apply(self._try_build(), reason)
-
     async def reload(self, *, reason: str = "manual") -> ReloadResult:
         # Reading and validating happen on a thread; the swap is one reference
         # assignment on the loop, so no request sees a half-built snapshot.
         async with self._lock:
             built = await asyncio.get_running_loop().run_in_executor(None, self._try_build)
-            return self._apply(built, reason)
+            return await self._apply(built, reason)
 
     def status(self) -> dict:
         return {
@@ -118,4 +151,5 @@ class ConfigHolder:
             "failed_reloads": self.failed_reloads,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
+            "last_diff": self.last_diff,
         }

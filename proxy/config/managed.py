@@ -24,7 +24,8 @@ import yaml
 from ..errors import Conflict, InvalidRequest, NotFound
 from . import schema
 from .snapshot import Snapshot, UpstreamConfig
-from .source import format_path
+from .source import MAX_FILE_BYTES, ConfigProblem, check_shape, format_path
+from .urls import BadURL, normalise_upstream_url
 
 HEADER = (
     "# Written by the BluesMinds admin API (/api/admin/servers) on every change.\n"
@@ -68,8 +69,13 @@ def read_managed(path: str) -> tuple[ManagedDoc, bytes | None]:
     except FileNotFoundError:
         return ManagedDoc(), None
     try:
-        data = yaml.safe_load(raw.decode("utf-8")) or {}
-    except (UnicodeDecodeError, yaml.YAMLError):
+        if len(raw) > MAX_FILE_BYTES:
+            raise ConfigProblem("too large", file=path)
+        text = raw.decode("utf-8")
+        # Hand edits are allowed here, so the same bounds as every config file.
+        check_shape(text, path, yaml.SafeLoader)
+        data = yaml.safe_load(text) or {}
+    except (UnicodeDecodeError, yaml.YAMLError, ConfigProblem):
         raise ManagedFileInvalid(
             f"The managed config file {path} cannot be parsed; fix or remove it, then retry.",
             code="managed_file_invalid") from None
@@ -129,6 +135,10 @@ def check_server(spec: dict[str, Any]) -> None:
         field_path = path[2:]  # drop ("upstreams", 0)
         param = format_path(field_path) if field_path else None
         raise InvalidRequest(f"{param}: {message}" if param else message, param=param)
+    try:
+        normalise_upstream_url(spec["url"])
+    except BadURL as exc:
+        raise InvalidRequest(f"url: {exc}", param="url", code="invalid_url") from None
 
 
 # -- changes ----------------------------------------------------------------------

@@ -12,10 +12,9 @@ import jsonschema
 
 from .source import ConfigProblem, Source
 
-SCHEMA_DIR = os.environ.get(
-    "BLUESMINDS_SCHEMAS",
-    os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "schemas"),
-)
+# Package data, so an installed wheel validates as a checkout does (the
+# checkout's top-level schemas/ is a link to this folder).
+SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
 
 SECTIONS = (
     "server", "database", "admin", "auth", "health", "retry",
@@ -53,6 +52,8 @@ def _describe(error: jsonschema.ValidationError, hint: str | None = None) -> str
         return f"{error.instance!r} does not have the expected format{suffix}"
     if error.validator == "minimum":
         return f"{error.instance!r} is too small: it must be at least {error.validator_value}"
+    if error.validator == "maximum":
+        return f"{error.instance!r} is too large: it must be at most {error.validator_value}"
     if error.validator == "exclusiveMinimum":
         return f"{error.instance!r} is too small: it must be greater than {error.validator_value}"
     return error.message
@@ -107,7 +108,3 @@ def validate(source: Source) -> list[ConfigProblem]:
                 message, file=loc.file if loc else None, line=loc.line if loc else None,
                 path=path, value=instance, has_value=True))
     return problems
-
-
-def validate_value(name: str, value: Any) -> list[jsonschema.ValidationError]:
-    return list(validator(name).iter_errors(value))

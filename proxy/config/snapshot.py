@@ -9,6 +9,7 @@ lives elsewhere and is keyed by names from the snapshot.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Mapping
 
 WILDCARD = "*"
@@ -73,7 +74,9 @@ class AdminSettings:
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
-    signup: str = "open"  # open | invite | closed
+    # open | invite | closed. Invite by default: an open gateway lets anyone who
+    # reaches the port spend the operator's upstream keys.
+    signup: str = "invite"
     default_plan: str = "free"
     bcrypt_rounds: int = 12
     password_min_length: int = 10
@@ -216,6 +219,14 @@ class Snapshot:
     digest: str = ""
     files: tuple[str, ...] = ()
     managed_file: str | None = None
+
+    def __post_init__(self) -> None:
+        # Shared by every request in flight: a frozen dataclass holding a plain
+        # dict could still be changed under them, so the mappings are read-only views.
+        for name in ("models", "plans", "model_lookup", "upstream_by_name"):
+            value = getattr(self, name)
+            if not isinstance(value, MappingProxyType):
+                object.__setattr__(self, name, MappingProxyType(dict(value)))
 
     def resolve_model(self, name: str) -> ModelConfig | None:
         return self.model_lookup.get(name)

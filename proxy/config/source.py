@@ -2,6 +2,11 @@
 
 Schema and cross-field errors must name the file and line of the offending
 value, so the loader keeps a map from JSON path to (file, line) beside the data.
+
+A config file is input the gateway re-reads while serving, so reading it is
+bounded: its size, how deep it nests (libyaml's composer recurses in C and
+crashes the process on a few thousand levels) and how many values it expands
+to once aliases are followed (a 500-byte alias bomb is billions of values).
 """
 
 from __future__ import annotations
@@ -13,6 +18,14 @@ from typing import Any
 import yaml
 
 Path = tuple  # a JSON path: ("upstreams", 1, "weight")
+
+# Far above any real config (500 upstreams and 200 plans are about 200 KB),
+# far below what would hurt a reload.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_ALIASES = 10_000
+# Values after following aliases; 500 upstreams and 200 plans are about 15,000.
+MAX_NODES = 250_000
 
 # Files the gateway writes itself (servers added through the admin API).
 MANAGED_SUFFIX = ".managed.yaml"
@@ -138,9 +151,14 @@ def read_source(path: str) -> Source:
 def _read_file(file: str, source: Source) -> None:
     try:
         with open(file, "rb") as fh:
-            raw = fh.read()
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except IsADirectoryError:
+        raise ConfigProblem("is a directory, not a YAML file", file=file) from None
     except OSError as exc:
         raise ConfigProblem(f"cannot read file: {exc.strerror}", file=file) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigProblem(f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; "
+                            "a config file is never that big", file=file)
     source.files.append(file)
     source.raw[file] = raw
     try:
@@ -149,10 +167,12 @@ def _read_file(file: str, source: Source) -> None:
         raise ConfigProblem(f"file is not UTF-8 (byte {exc.start})", file=file) from None
     try:
         try:
-            node = yaml.compose(text, Loader=_COMPOSER)
+            check_shape(text, file, _COMPOSER)
+            node = _compose(text, _COMPOSER)
         except yaml.YAMLError:
             # The pure-Python parser words its errors better ("but got ':'"); errors are rare.
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            check_shape(text, file, yaml.SafeLoader)
+            node = _compose(text, yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise _yaml_problem(exc, text, file) from None
     if node is None:
@@ -161,7 +181,7 @@ def _read_file(file: str, source: Source) -> None:
         raise ConfigProblem("top level must be a mapping of sections", file=file,
                             line=node.start_mark.line + 1)
     locations: dict[Path, Location] = {}
-    document = _construct(node, (), file, locations)
+    document = _Constructor(file, locations).construct(node, ())
     for section, value in document.items():
         where = locations.get((section,))
         line = where.line if where else None
@@ -220,33 +240,89 @@ def _shift(locations: dict[Path, Location], section: str, offset: int,
             into[(section, path[1] + offset) + path[2:]] = loc
 
 
-_constructor = yaml.SafeLoader("")
 # libyaml's composer when PyYAML was built with it: several times faster on
 # large configs, with the same line marks.
 _COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_NESTING = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_UNNESTING = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 
-def _construct(node: yaml.Node, path: Path, file: str, locations: dict[Path, Location]) -> Any:
-    locations[path] = Location(file, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _constructor.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int, float, bool)) or isinstance(key, bool):
-                raise ConfigProblem("mapping keys must be strings", file=file,
-                                    line=key_node.start_mark.line + 1, path=path)
-            key = str(key)
-            if key in result:
-                raise ConfigProblem(f"duplicate key '{key}'", file=file,
-                                    line=key_node.start_mark.line + 1, path=path + (key,))
-            result[key] = _construct(value_node, path + (key,), file, locations)
-            # Point a key's errors at the key's line rather than its value's.
-            locations[path + (key,)] = Location(file, key_node.start_mark.line + 1)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, path + (i,), file, locations) for i, item in enumerate(node.value)]
+def check_shape(text: str, file: str, loader: type) -> None:
+    """Refuse nesting and aliases beyond the bounds before anything is composed.
+
+    The parser keeps its own stack, so it walks any depth safely; stopping at
+    the first event past a bound keeps a hostile file cheap.
+    """
+    depth = aliases = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, _NESTING):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigProblem(f"nested deeper than {MAX_DEPTH} levels", file=file,
+                                    line=event.start_mark.line + 1)
+        elif isinstance(event, _UNNESTING):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise ConfigProblem(f"more than {MAX_ALIASES} aliases", file=file,
+                                    line=event.start_mark.line + 1)
+
+
+def _compose(text: str, loader_class: type) -> yaml.Node | None:
+    # A loader per call: a shared one keeps the last document's nodes (and
+    # with them every anchor) referenced until the next reload replaces them.
+    loader = loader_class(text)
     try:
-        return _constructor.construct_object(node, deep=True)
-    except yaml.YAMLError as exc:
-        raise ConfigProblem(f"invalid value: {getattr(exc, 'problem', exc)}", file=file,
-                            line=node.start_mark.line + 1, path=path) from None
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+class _Constructor:
+    """Plain values from composed nodes, noting where each came from."""
+
+    def __init__(self, file: str, locations: dict[Path, Location]) -> None:
+        self.file = file
+        self.locations = locations
+        self.nodes = 0
+        self._scalars = yaml.SafeLoader("")
+
+    def construct(self, node: yaml.Node, path: Path) -> Any:
+        # An alias is the same node object again: counting visits, not nodes,
+        # bounds what a chain of aliases expands to.
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            # No line: the value that tips it over says nothing about where the alias is.
+            raise ConfigProblem(f"expands to more than {MAX_NODES} values once aliases are followed "
+                                "(an alias bomb?)", file=self.file)
+        file, locations = self.file, self.locations
+        locations[path] = Location(file, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self._scalar(key_node, path)
+                if not isinstance(key, (str, int, float, bool)) or isinstance(key, bool):
+                    raise ConfigProblem("mapping keys must be strings", file=file,
+                                        line=key_node.start_mark.line + 1, path=path)
+                key = str(key)
+                if key in result:
+                    raise ConfigProblem(f"duplicate key '{key}'", file=file,
+                                        line=key_node.start_mark.line + 1, path=path + (key,))
+                result[key] = self.construct(value_node, path + (key,))
+                # Point a key's errors at the key's line rather than its value's.
+                locations[path + (key,)] = Location(file, key_node.start_mark.line + 1)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.construct(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: Path) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise ConfigProblem("mapping keys must be strings", file=self.file,
+                                line=node.start_mark.line + 1, path=path)
+        try:
+            return self._scalars.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            raise ConfigProblem(f"invalid value: {getattr(exc, 'problem', exc)}", file=self.file,
+                                line=node.start_mark.line + 1, path=path) from None

@@ -4,8 +4,11 @@ The watcher follows the config folder (or the single file's folder) rather
 than the files themselves, as Traefik does: editors and `os.replace` swap a
 file for a new inode, and Kubernetes swaps a whole `..data` symlink, and a
 watch on the old inode would never fire again. Changes are gathered for a
-short quiet period so one save that touches a file twice costs one reload.
-Whatever the trigger, the reload itself is the holder's: all-or-nothing, a
+short quiet period so one save that touches a file twice costs one reload,
+and then the changed files are re-stat'ed until their size and mtime hold
+still for `settle` seconds: an editor or `cp` that writes a file in pieces
+would otherwise be read half-written, and half a plans file is often still
+valid YAML (with the limits missing). Whatever the trigger, the reload itself is the holder's: all-or-nothing, a
 no-op for identical content.
 """
 
@@ -16,7 +19,7 @@ import logging
 import os
 import signal
 import threading
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable, Iterable
 
 import watchfiles
 from aiohttp import web
@@ -34,13 +37,50 @@ MAX_BATCH_MS = 400
 # How long to wait before watching again when the folder vanished or the
 # watch broke (for instance, the folder being recreated).
 RETRY_S = 1.0
+# A changed file is read once its size and mtime held still this long…
+SETTLE_S = 0.1
+# …checked at most this many times (then it is read as it is, and the
+# validation and reload checks stand guard).
+SETTLE_CHECKS = 30
 # Kubernetes ConfigMap volumes publish a new version by swapping this symlink.
 _K8S_SWAP = "..data"
 
 
+FileState = tuple[int, int] | None  # (size, mtime_ns); None when missing
+
+
+def file_state(path: str) -> FileState:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+async def wait_until_settled(paths: Iterable[str], *, interval: float = SETTLE_S,
+                             max_checks: int = SETTLE_CHECKS,
+                             stat: Callable[[str], FileState] = file_state,
+                             sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> bool:
+    """Wait until no file in `paths` changes across one `interval`; False if it never did."""
+    paths = list(paths)
+    before = [stat(p) for p in paths]
+    for _ in range(max_checks):
+        await sleep(interval)
+        now = [stat(p) for p in paths]
+        if now == before:
+            return True
+        before = now
+    return False
+
+
 class ConfigWatcher:
-    def __init__(self, holder: ConfigHolder) -> None:
+    def __init__(self, holder: ConfigHolder, *, settle: float = SETTLE_S,
+                 settle_checks: int = SETTLE_CHECKS,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.holder = holder
+        self.settle = settle
+        self.settle_checks = settle_checks
+        self._sleep = sleep
         self.sighup_installed = False
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -102,8 +142,13 @@ class ConfigWatcher:
                 async for changes in watchfiles.awatch(
                         folder, watch_filter=self._filter, debounce=MAX_BATCH_MS, step=QUIET_MS,
                         stop_event=self._stop, recursive=False):
-                    files = sorted({os.path.basename(path) for _, path in changes})
+                    paths = sorted({path for _, path in changes})
+                    files = [os.path.basename(path) for path in paths]
                     log.debug("config files changed: %s", ", ".join(files))
+                    if not await wait_until_settled(paths, interval=self.settle, max_checks=self.settle_checks,
+                                                    sleep=self._sleep):
+                        log.warning("config files still changing after %.1fs (%s); reading them as they are",
+                                    self.settle * self.settle_checks, ", ".join(files))
                     await self.holder.reload(reason=f"file change: {', '.join(files)}")
             except asyncio.CancelledError:
                 raise

@@ -10,9 +10,9 @@ from datetime import date, datetime, timezone
 import click
 import orjson
 
-from .cli_config import load_or_exit
-from .store import Database
-from .usage.stats import period_summary
+from .loading import load_or_exit
+from ..store import Database
+from ..usage.stats import period_summary
 
 _HEADERS = ("user", "model", "req today", "tokens today", "cost today",
             "req month", "tokens month", "cost month")

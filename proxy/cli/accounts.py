@@ -16,23 +16,23 @@ from typing import Any, Callable, Iterator
 import click
 import orjson
 
-from .auth import keys as key_store
-from .auth.passwords import check_length_only, check_password, hash_secret
-from .auth.principal import SCOPES
-from .auth.sessions import revoke_user_sessions
-from .auth.users import (
+from ..auth import keys as key_store
+from ..auth.passwords import check_length_only, check_password, hash_secret
+from ..auth.principal import SCOPES
+from ..auth.sessions import revoke_user_sessions
+from ..auth.users import (
     User, check_plan_name, find_user, insert_user, list_users, normalize_email, plan_for, update_user,
     user_by_email,
 )
-from .config.snapshot import Snapshot
-from .config.units import parse_duration
-from .errors import GatewayError
-from .store import Database
-from .validation import validate
+from ..config.snapshot import Snapshot
+from ..config.units import parse_duration
+from ..errors import GatewayError
+from ..store import Database
+from ..validation import validate
 
 
 def _load_config(path: str) -> Snapshot:
-    from .config import ConfigError, load_config
+    from ..config import ConfigError, load_config
 
     try:
         return load_config(path)

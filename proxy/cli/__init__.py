@@ -1,0 +1,26 @@
+"""The `bluesminds` command: serve, demo, fake-upstream, check-config, and account tools.
+
+One module per family of commands; this one is the click group that holds them.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .accounts import keys, users
+from .check import check_config
+from .demo import demo
+from .serve import fake_upstream, serve
+from .usage import usage
+
+
+@click.group()
+@click.version_option(package_name="bluesminds")
+def main() -> None:
+    """BluesMinds: one OpenAI-compatible API in front of your LiteLLM servers."""
+
+
+for command in (check_config, serve, demo, fake_upstream, users, keys, usage):
+    main.add_command(command)
+
+__all__ = ["main"]

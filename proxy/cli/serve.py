@@ -1,0 +1,54 @@
+"""`bluesminds serve` and `bluesminds fake-upstream`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from ..server import serve_until_signal
+from .loading import load_or_exit
+from .options import configure_logging, default_config, ensure_database, ensure_free, serving, use_uvloop
+
+
+@click.command()
+@click.option("--config", "config_path", default=default_config, show_default="config or $BLUESMINDS_CONFIG",
+              type=click.Path())
+@click.option("--host", default=None, help="Override server.host.")
+@click.option("--port", default=None, type=int, help="Override server.port.")
+def serve(config_path: str, host: str | None, port: int | None) -> None:
+    """Run the gateway."""
+    from ..app import create_app
+
+    snapshot = load_or_exit(config_path)
+    host = host or snapshot.server.host
+    port = snapshot.server.port if port is None else port
+    ensure_free(host, port, "--port")
+    ensure_database(snapshot.database.path)
+    configure_logging(snapshot.server.log_level)
+    use_uvloop()
+
+    async def run() -> None:
+        app = create_app(config_path)
+        await serving(serve_until_signal(app, host, port), host, port, "--port")
+
+    asyncio.run(run())
+
+
+@click.command("fake-upstream")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8090, show_default=True, type=int)
+@click.option("--latency", default=0.0, show_default=True, type=float, help="Seconds before each answer.")
+@click.option("--stream-chunks", default=5, show_default=True, type=int)
+@click.option("--chunk-delay", default=0.0, show_default=True, type=float, help="Seconds between stream chunks.")
+@click.option("--name", default="fake", show_default=True)
+@click.option("--api-key", default=None, help="Require this bearer key.")
+def fake_upstream(host: str, port: int, latency: float, stream_chunks: int, chunk_delay: float,
+                  name: str, api_key: str | None) -> None:
+    """Run the built-in fake OpenAI-compatible upstream (for demos, tests and benchmarks)."""
+    from ..fake_upstream import run_fake_upstream
+
+    ensure_free(host, port, "--port")
+    use_uvloop()
+    run_fake_upstream(host, port, latency=latency, stream_chunks=stream_chunks, chunk_delay=chunk_delay,
+                      name=name, api_key=api_key)
