@@ -25,7 +25,7 @@ from .auth import setup as auth_setup
 from .config import watcher
 from .config.build import load_config
 from .config.holder import ConfigHolder
-from .errors import GatewayError, InvalidRequest, NotFound, error_response
+from .errors import BodyTooLarge, GatewayError, MethodNotAllowed, NotFound, error_response
 from .limits import LIMITER
 from .routes import admin_routes, admin_users, auth_routes, keys_routes, openai_api, usage_routes
 from .routing.balancer import Balancer
@@ -55,14 +55,10 @@ async def gateway_middleware(request: web.Request, handler) -> web.StreamRespons
             return error_response(NotFound(f"Unknown route: {request.method} {request.path}. "
                                            "See /v1/models for what this gateway serves."))
         if exc.status == 405:
-            err = InvalidRequest(f"Method {request.method} is not allowed on {request.path}.",
-                                 code="method_not_allowed")
-            err.status = 405
-            return error_response(err, {"Allow": exc.headers.get("Allow", "")})
+            return error_response(MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}."),
+                                  {"Allow": exc.headers.get("Allow", "")})
         if exc.status == 413:
-            err = InvalidRequest("The request body is too large.", code="request_too_large")
-            err.status = 413
-            return error_response(err)
+            return error_response(BodyTooLarge("The request body is too large."))
         raise
     except asyncio.CancelledError:
         raise

@@ -212,7 +212,7 @@ class _UsageCollector(Collector):
         return []
 
 
-METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+from .appkeys import METRICS  # noqa: E402  (every app key lives in appkeys)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

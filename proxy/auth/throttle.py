@@ -53,4 +53,4 @@ class LoginThrottle:
         return window
 
 
-LOGIN_THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("login_throttle", LoginThrottle)
+from ..appkeys import LOGIN_THROTTLE  # noqa: E402  (every app key lives in appkeys)
