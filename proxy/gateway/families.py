@@ -17,6 +17,8 @@ pipeline:
                       where usage sits in an answer, and the fallback when it is absent
     credentials       which header carries the client's key
     error_response    which error shape the client gets
+    method            POST today; follow-up GET/DELETE routes (a stored response, a
+                      file) will add how to find the upstream the object lives on
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from aiohttp import web
 
 from ..errors import GatewayError, InvalidRequest, error_response
 from ..usage.tokens import estimate_chat_tokens, estimate_input_tokens
-from ..upstream.forward import is_json_object
 from . import sse
 from .intake import ParsedRequest, missing, parse_openai, type_error, upstream_body
 from .usage_bytes import extract_usage, usage_tokens
 
 Tokens = tuple[int, int, "int | None"]
+
+# Bodies at most this large are parsed whole to prove they are a JSON object;
+# larger ones (batch embeddings) are checked at both ends, which costs nothing.
+FULL_CHECK_LIMIT = 64 * 1024
 
 
 class StreamRelay(Protocol):
@@ -64,6 +69,18 @@ SSE_WITH_DONE = StreamFraming(
     name="sse-done", content_type="text/event-stream", new_relay=sse.SSERelay,
     accepts_content_type=sse.accepts_content_type, opens_validly=sse.opens_validly,
     error_event=sse.error_event)
+
+
+def is_json_object(content_type: str, body: bytes) -> bool:
+    """A non-stream OpenAI answer: JSON by its header, and an object by its bytes."""
+    if "json" not in content_type.lower():
+        return False
+    if len(body) <= FULL_CHECK_LIMIT:
+        try:
+            return isinstance(orjson.loads(body), dict)
+        except orjson.JSONDecodeError:
+            return False
+    return body.lstrip()[:1] == b"{" and body.rstrip()[-1:] == b"}"
 
 
 def bearer_token(request: web.Request) -> str | None:

@@ -99,7 +99,7 @@ def refuse_destination_fields(body: dict[str, Any]) -> None:
 def parse_request(family: "Family", raw: bytes) -> ParsedRequest:
     body = decode_object(raw)
     refuse_destination_fields(body)
-    return parse_openai(family, raw, body)
+    return family.parse(family, raw, body)
 
 
 def parse_openai(family: "Family", raw: bytes, body: dict[str, Any]) -> ParsedRequest:

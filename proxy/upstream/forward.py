@@ -43,9 +43,6 @@ log = logging.getLogger("bluesminds.upstream")
 # An error body is only read for its message; a hostile or broken upstream
 # must not make the gateway buffer megabytes to learn it.
 ERROR_BODY_LIMIT = 64 * 1024
-# Bodies at most this large are parsed whole to prove they are a JSON object;
-# larger ones (batch embeddings) are checked at both ends, which costs nothing.
-FULL_CHECK_LIMIT = 64 * 1024
 # How many upstreams a 503 names, so the message stays one readable line.
 REASONS_SHOWN = 4
 
@@ -126,18 +123,6 @@ def client_error(status: int, body: bytes, upstream: str) -> UpstreamClientError
     text = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
     return UpstreamClientError(status, f"The upstream rejected the request: {text}",
                                type="invalid_request_error", code=None, param=None, upstream=upstream)
-
-
-def is_json_object(content_type: str, body: bytes) -> bool:
-    """A non-stream OpenAI answer: JSON by its header, and an object by its bytes."""
-    if "json" not in content_type.lower():
-        return False
-    if len(body) <= FULL_CHECK_LIMIT:
-        try:
-            return isinstance(orjson.loads(body), dict)
-        except orjson.JSONDecodeError:
-            return False
-    return body.lstrip()[:1] == b"{" and body.rstrip()[-1:] == b"}"
 
 
 async def read_limited(response: Response, limit: int, timeout: float) -> bytes:
