@@ -23,6 +23,7 @@ from aiohttp import web
 from ..errors import BodyTooLarge, InvalidRequest
 
 if TYPE_CHECKING:
+    from ..config.snapshot import ServerSettings
     from .families import Family
 
 DESTINATION_FIELDS = frozenset({
@@ -48,8 +49,10 @@ class ParsedRequest:
     max_tokens: int | None
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The one body reader of the pipeline (to become proxy.bodies.read_body)."""
+async def read_body(request: web.Request, server_config: "ServerSettings") -> bytes:
+    """The one body reader of the pipeline; proxy.bodies.read_body, with the same
+    signature, replaces it by changing the import in pipeline.py."""
+    limit = server_config.max_body_bytes
     length = request.content_length
     if length is not None:
         if length > limit:

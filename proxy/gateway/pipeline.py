@@ -33,7 +33,7 @@ async def handle(request: web.Request, family: Family) -> web.StreamResponse:
     app = request.app
     call = Call(app, app[CONFIG].current, family, request_id_of(request))
     try:
-        raw = await read_body(request, call.snapshot.server.max_body_bytes)
+        raw = await read_body(request, call.snapshot.server)
         call.parsed = parse_request(family, raw)
         await admit(request, call)
         reply = await app[FORWARDER].send(call.snapshot, call.model, call.parsed, call.request_id, family)
