@@ -1,30 +1,59 @@
-"""Typed keys for everything the application holds; no module-level state."""
+"""Every typed key the application holds, in one place; no module-level state.
+
+The components themselves live in their own modules and are stored by their
+`setup` functions; only the keys are here, so a reader sees at a glance what
+an app carries and no module has to import another's internals to find one.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+import asyncio
+from typing import TYPE_CHECKING, Callable
 
-from aiohttp import ClientSession, web
+from aiohttp import web
 
 if TYPE_CHECKING:
+    from .auth.authenticator import Authenticator
+    from .auth.passwords import Hasher
+    from .auth.throttle import LoginThrottle
     from .config.holder import ConfigHolder
+    from .config.watcher import ConfigWatcher
+    from .gateway.request_ids import RequestIds
     from .limits.limiter import Limiter
+    from .metrics import Metrics
+    from .routes.admin_routes import FleetEvents
     from .routing.balancer import Balancer
     from .routing.health import HealthMonitor
     from .routing.retry import RetryBudget
     from .store import Database
+    from .upstream.forward import Forwarder
     from .upstream.transport import Transport
+    from .usage.recorder import UsageRecorder
 
+# -- core: config, clock, storage --------------------------------------------
 CONFIG: web.AppKey["ConfigHolder"] = web.AppKey("config", object)
-HTTP: web.AppKey[ClientSession] = web.AppKey("http", ClientSession)
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock", object)
+STORE: web.AppKey["Database"] = web.AppKey("store", object)
+WATCHER: web.AppKey["ConfigWatcher"] = web.AppKey("config_watcher", object)
+
+# -- the request pipeline ----------------------------------------------------
+REQUEST_IDS: web.AppKey["RequestIds"] = web.AppKey("request_ids", object)
+AUTHENTICATOR: web.AppKey["Authenticator"] = web.AppKey("authenticator", object)
+HASHER: web.AppKey["Hasher"] = web.AppKey("hasher", object)
+LOGIN_THROTTLE: web.AppKey["LoginThrottle"] = web.AppKey("login_throttle", object)
+SIGNUP_THROTTLE: web.AppKey["LoginThrottle"] = web.AppKey("signup_throttle", object)
+LIMITER: web.AppKey["Limiter"] = web.AppKey("limiter", object)
+FORWARDER: web.AppKey["Forwarder"] = web.AppKey("forwarder", object)
+USAGE: web.AppKey["UsageRecorder"] = web.AppKey("usage_recorder", object)
+METRICS: web.AppKey["Metrics"] = web.AppKey("metrics", object)
+
+# -- upstreams ----------------------------------------------------------------
 # The one client to upstreams: /v1 traffic and health probes both go through it.
 TRANSPORT: web.AppKey["Transport"] = web.AppKey("transport", object)
-STORE: web.AppKey["Database"] = web.AppKey("store", object)
 BALANCER: web.AppKey["Balancer"] = web.AppKey("balancer", object)
 HEALTH: web.AppKey["HealthMonitor"] = web.AppKey("health", object)
 RETRY_BUDGET: web.AppKey["RetryBudget"] = web.AppKey("retry_budget", object)
-LIMITER: web.AppKey["Limiter"] = web.AppKey("limiter", object)
-CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock", object)
-# Feature components (authenticator, limiter, usage recorder, metrics) are
-# registered under their own keys by their modules' setup functions.
-EXTRA: web.AppKey[dict[str, Any]] = web.AppKey("extra", dict)
+
+# -- admin ---------------------------------------------------------------------
+EVENTS: web.AppKey["FleetEvents"] = web.AppKey("fleet_events", object)
+SERVERS_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("admin_servers_lock", asyncio.Lock)

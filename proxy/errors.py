@@ -2,7 +2,9 @@
 
     GatewayError                      -> OpenAI error body, status from the class
     ├── InvalidRequest          400   bad JSON, wrong types, forbidden fields
-    │   └── UnknownParameter    400
+    │   ├── UnknownParameter    400
+    │   └── ConfigRejected      400   an admin config change that failed to build
+    ├── MethodNotAllowed        405   a known path with another method; Allow header set
     ├── BodyTooLarge            413
     ├── AuthenticationFailed    401   missing, wrong, expired or revoked key/session
     ├── PermissionDenied        403   scope, model allow-list, admin-only route
@@ -12,7 +14,10 @@
     ├── PreconditionFailed      412   If-Match names a config version that is no longer current
     ├── RateLimited             429   rpm/tpm/concurrency, Retry-After set
     ├── QuotaExceeded           429   daily/monthly quota or budget, insufficient_quota
+    ├── UpstreamClientError     4xx   an upstream's own 4xx, its status and fields relayed (scrubbed)
     ├── UpstreamError           502   upstream answered badly or the connection broke
+    │   ├── UpstreamBadResponse 502   a 2xx that is not what the route promises (HTML, 204, 302, …)
+    │   └── UpstreamResponseTooLarge 502  the answer exceeds the configured cap; not the upstream's fault
     ├── NoHealthyUpstream       503   nothing can serve the model right now
     └── UpstreamTimeout         504
 
@@ -23,10 +28,13 @@ official SDKs parse. Messages name what is wrong and what to do, never a secret.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from .config.holder import ReloadResult
 
 
 class GatewayError(Exception):
@@ -71,6 +79,21 @@ class InvalidRequest(GatewayError):
 
 class UnknownParameter(InvalidRequest):
     code = "unknown_parameter"
+
+
+class ConfigRejected(InvalidRequest):
+    code = "config_invalid"
+
+    def __init__(self, action: str, result: "ReloadResult") -> None:
+        problems = (result.error or "").splitlines()
+        super().__init__(f"{action} was not applied; version {result.version} keeps serving. "
+                         f"Problems: {'; '.join(problems)}")
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
 
 
 class BodyTooLarge(GatewayError):
@@ -155,6 +178,32 @@ class UpstreamError(GatewayError):
     status = 502
     type = "server_error"
     code = "upstream_error"
+
+
+class UpstreamBadResponse(UpstreamError):
+    """Counted against the upstream's health and retried elsewhere while nothing reached the client."""
+
+    code = "upstream_bad_response"
+
+
+class UpstreamResponseTooLarge(UpstreamError):
+    """Raised by the transport (or the relay) when a body outgrows the cap. The
+    upstream answered correctly, so its health is left alone and no other
+    upstream is tried: it would send the same answer."""
+
+    code = "upstream_response_too_large"
+
+
+class UpstreamClientError(GatewayError):
+    """An upstream's 4xx, relayed with its status and OpenAI fields: the client's
+    own mistake, which another upstream would repeat. The status is the
+    upstream's, so it is set per instance."""
+
+    def __init__(self, status: int, message: str, *, type: str, code: str | None, param: str | None,
+                 upstream: str) -> None:
+        super().__init__(message, type=type, code=code, param=param)
+        self.status = status
+        self.upstream = upstream
 
 
 class NoHealthyUpstream(GatewayError):

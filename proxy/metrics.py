@@ -221,7 +221,7 @@ class _UsageCollector(Collector):
         return []
 
 
-METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+from .appkeys import METRICS  # noqa: E402  (every app key lives in appkeys)
 
 
 METRICS_LISTENER: web.AppKey["MetricsListener"] = web.AppKey("metrics_listener", object)

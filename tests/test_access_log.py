@@ -97,3 +97,20 @@ async def test_client_values_cannot_forge_or_flood_a_line(tmp_path, fake, caplog
     assert len(long_line) < 600
     assert " path=/a%0D%0Ab\"c " not in path_line  # raw quote is escaped
     assert ' path="/a%0D%0Ab\\x22c" status=404 ' in path_line
+
+
+async def test_unauthenticated_requests_cannot_flood_the_log_either(tmp_path, fake, caplog):
+    caplog.set_level(logging.INFO, logger="bluesminds.access")
+    harness = await gateway_with(tmp_path, fake, True)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(5):
+                body = orjson.dumps({"model": "m" * (3 * 1024 * 1024), "messages": [{"role": "user", "content": "x"}]})
+                async with session.post(harness.url + "/v1/chat/completions", data=body) as resp:
+                    assert resp.status == 401
+    finally:
+        await harness.stop()
+    lines = access_lines(caplog)
+    assert len(lines) == 5
+    assert all(len(line) < 600 for line in lines), [len(line) for line in lines]
+    assert all(" status=401 " in line for line in lines)

@@ -103,3 +103,38 @@ async def test_missing_key_is_401_before_anything_is_forwarded(gateway, upstream
             assert resp.status == 401
             assert assert_openai_error(await resp.json())["code"] == "invalid_api_key"
     assert sum(u.stats()["requests"] for u in upstreams) == 0
+
+
+@pytest.mark.parametrize("field", [
+    "extra_headers", "aws_access_key_id", "aws_region_name", "vertex_credentials", "vertex_project",
+    "azure_ad_token", "guardrails", "caching", "api_base", "litellm_params", "mock_response", "tags",
+])
+async def test_fields_that_steer_the_upstream_are_refused(gateway, upstreams, field):
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], field: {"x": 1}})
+    status, got = await post(gateway, body)
+    error = assert_openai_error(got)
+    assert (status, error["param"], error["code"]) == (400, field, "unknown_parameter")
+    assert error["message"] == (f"Unrecognized request argument supplied: {field}. The gateway chooses the "
+                                "upstream; remove this field.")
+    assert sum(u.stats()["requests"] for u in upstreams) == 0
+
+
+async def test_a_new_openai_parameter_is_forwarded_untouched(gateway, upstreams):
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}],
+                         "reasoning_effort": "low", "metadata": {"team": "a"}})
+    status, _ = await post(gateway, body)
+    assert status == 200
+    forwarded = [u.stats()["last_body"] for u in upstreams if u.stats()["requests"]]
+    assert forwarded[0]["reasoning_effort"] == "low" and forwarded[0]["metadata"] == {"team": "a"}
+
+
+@pytest.mark.parametrize("depth", [255, 300, 1000])
+async def test_json_too_deep_to_rewrite_is_a_400_not_a_500(gateway, upstreams, depth):
+    # The alias makes the gateway rewrite `model`, which re-serialises the body.
+    nested = b"[" * depth + b"]" * depth
+    body = b'{"model": "mini", "messages": [{"role": "user", "content": "x"}], "tools": ' + nested + b"}"
+    status, got = await post(gateway, body)
+    error = assert_openai_error(got)
+    assert (status, error["code"]) == (400, "invalid_json")
+    assert "nests JSON too deeply" in error["message"]
+    assert sum(u.stats()["requests"] for u in upstreams) == 0

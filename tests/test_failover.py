@@ -6,6 +6,7 @@ import asyncio
 
 import aiohttp
 import orjson
+import pytest
 
 from proxy.appkeys import CONFIG, HEALTH, RETRY_BUDGET, TRANSPORT
 
@@ -193,3 +194,65 @@ async def test_the_retry_budget_grows_with_the_requests_in_flight(gateway, upstr
     while budget.active_requests:
         await asyncio.sleep(0.01)  # the gateway notices each departed client
     assert budget.active_retries == 0
+
+
+async def _dead_url() -> str:
+    """A port that was just listening and is now closed: connections are refused."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("retry", [{"attempts": 1}, {"attempts": 3, "budget_ratio": 0, "min_retries": 0}],
+                         ids=["no-attempts-left", "no-budget-left"])
+@pytest.mark.parametrize("death", ["refused", "closed-before-a-byte"])
+async def test_a_connection_that_failed_before_any_byte_moves_once_beyond_the_retry_bounds(tmp_path, retry, death):
+    from proxy.fake_upstream import start_fake_upstream
+
+    from .canned_upstream import CannedUpstream
+
+    canned = None
+    if death == "refused":
+        dying_url = await _dead_url()
+    else:
+        canned = await CannedUpstream(b"").start()
+        dying_url = canned.url
+    fake = await start_fake_upstream(name="good")
+    harness = GatewayHarness.write(str(tmp_path / "cfg"), [
+        upstream_entry("dying", dying_url, priority=1), upstream_entry("good", fake.url, priority=2)],
+        retry=retry, health={"eject_after": 1000})  # keep the dying one first in line for every request
+    await harness.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            ok, failures = await _load(harness, session, 5, 1)
+        assert (ok, failures) == (5, [])
+        assert fake.stats()["requests"] == 5
+        assert harness.app[HEALTH].get("dying").errors == 5
+    finally:
+        await harness.stop()
+        await fake.stop()
+        if canned is not None:
+            await canned.stop()
+
+
+async def test_a_timeout_is_not_moved_beyond_the_retry_bounds(tmp_path):
+    from proxy.fake_upstream import start_fake_upstream
+
+    slow = await start_fake_upstream(name="slow")
+    good = await start_fake_upstream(name="good")
+    harness = GatewayHarness.write(str(tmp_path / "cfg"), [
+        upstream_entry("slow", slow.url, priority=1, timeouts={"first_byte": "100ms"}),
+        upstream_entry("good", good.url, priority=2)], retry={"attempts": 1})
+    await harness.start()
+    try:
+        await slow.set_fault({"hang": True})  # the upstream may be working on it: a second run could bill twice
+        async with aiohttp.ClientSession() as session:
+            ok, failures = await _load(harness, session, 1, 1)
+        assert (ok, failures) == (0, [504])
+        assert good.stats()["requests"] == 0
+    finally:
+        await harness.stop()
+        await slow.stop()
+        await good.stop()

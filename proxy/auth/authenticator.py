@@ -356,4 +356,4 @@ def _bounded_put(table: dict, key: object, value: object, limit: int) -> None:
         del table[next(iter(table))]
 
 
-AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
+from ..appkeys import AUTHENTICATOR  # noqa: E402  (every app key lives in appkeys)

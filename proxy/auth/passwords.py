@@ -107,4 +107,4 @@ class Hasher:
         self._pool.shutdown(wait=True)
 
 
-HASHER: web.AppKey[Hasher] = web.AppKey("hasher", Hasher)
+from ..appkeys import HASHER  # noqa: E402  (every app key lives in appkeys)

@@ -87,5 +87,4 @@ class LoginThrottle:
         return window
 
 
-LOGIN_THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("login_throttle", LoginThrottle)
-SIGNUP_THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("signup_throttle", LoginThrottle)
+from ..appkeys import LOGIN_THROTTLE, SIGNUP_THROTTLE  # noqa: E402  (every app key lives in appkeys)

@@ -193,7 +193,7 @@ def _folder_of(path: str) -> str:
     return os.path.realpath(os.path.dirname(os.path.abspath(path)))
 
 
-WATCHER: web.AppKey[ConfigWatcher] = web.AppKey("config_watcher", ConfigWatcher)
+from ..appkeys import WATCHER  # noqa: E402  (every app key lives in appkeys)
 
 
 def setup(app: web.Application) -> None:

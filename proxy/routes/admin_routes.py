@@ -22,24 +22,15 @@ from ..appkeys import CLOCK, CONFIG, HEALTH, TRANSPORT
 from ..auth.management import reply, snapshot_of
 from ..bodies import read_body
 from ..config import managed
-from ..config.holder import ConfigHolder, ReloadResult
+from ..config.holder import ConfigHolder
 from ..config.snapshot import Snapshot, UpstreamConfig
 from ..config.source import managed_file_for
-from ..errors import InvalidRequest, NotFound, PreconditionFailed
+from ..errors import ConfigRejected, InvalidRequest, NotFound, PreconditionFailed
 
 log = logging.getLogger("bluesminds.admin")
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_EVENTS = 100
-
-
-class ConfigRejected(InvalidRequest):
-    code = "config_invalid"
-
-    def __init__(self, action: str, result: ReloadResult) -> None:
-        problems = (result.error or "").splitlines()
-        super().__init__(f"{action} was not applied; version {result.version} keeps serving. "
-                         f"Problems: {'; '.join(problems)}")
 
 
 # -- fleet events -----------------------------------------------------------------
@@ -89,9 +80,9 @@ class FleetEvents:
         return list(self._events)
 
 
-EVENTS: web.AppKey[FleetEvents] = web.AppKey("fleet_events", FleetEvents)
+from ..appkeys import EVENTS  # noqa: E402  (every app key lives in appkeys)
 # One server change at a time: each is read-modify-write of the managed file plus a reload.
-SERVERS_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("admin_servers_lock", asyncio.Lock)
+from ..appkeys import SERVERS_LOCK  # noqa: E402  (every app key lives in appkeys)
 
 
 def setup(app: web.Application) -> None:

@@ -1,10 +1,18 @@
 """Send a request to an upstream, failing over until one answers or the bounds run out.
 
 Retried, on another upstream: connect errors, timeouts before the response
-starts, 5xx and 429, and (for streams) a connection that drops before the first
-body byte. Not retried: anything once bytes reached the client, and upstream
-4xx, which are the client's own mistakes and are passed through. Retries are
-bounded by `retry.attempts` per request and by the shared retry budget.
+starts, 5xx and 429, a 2xx that is not what the family promises (HTML, 204,
+a redirect, a stream that is not SSE), and (for streams) a connection that
+drops before the first body byte. Not retried: anything once bytes reached
+the client, upstream 4xx, which are the client's own mistakes and are passed
+through, and an answer over the size cap, which every upstream would repeat.
+Retries are bounded by `retry.attempts` per request and by the shared retry
+budget, with one exception: a connection that failed before any response byte
+arrived is moved once more even past those bounds, since an upstream dying
+under load fails exactly that way for every request it held.
+
+Each attempt's effect on the upstream's health is settled by one `Attempt`
+object, whether the answer is read here (non-stream) or relayed later (stream).
 """
 
 from __future__ import annotations
@@ -12,28 +20,62 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
-from aiohttp import web
 
+from ..appkeys import FORWARDER  # noqa: F401  (importable from here as before)
 from ..config.snapshot import ModelConfig, Snapshot, UpstreamConfig
-from ..errors import GatewayError, NoHealthyUpstream, UpstreamError, UpstreamTimeout
+from ..errors import (GatewayError, NoHealthyUpstream, UpstreamBadResponse, UpstreamClientError, UpstreamError,
+                      UpstreamResponseTooLarge, UpstreamTimeout)
 from ..routing.balancer import Balancer
 from ..routing.health import HealthMonitor
 from ..routing.retry import RetryBudget, backoff_delay
 from .http1 import ConnectionPool, Response, header_lines
 from .transport import ResponseTooLarge
-from .request import UPSTREAM_PATH, ParsedRequest, upstream_body
+
+if TYPE_CHECKING:
+    from ..gateway.families import Family
+    from ..gateway.intake import ParsedRequest
 
 log = logging.getLogger("bluesminds.upstream")
 
-FORWARDER: web.AppKey["Forwarder"] = web.AppKey("forwarder", object)
-
-# An error answer is a message, not a payload: what is relayed or logged of it needs no more.
+# An error body is only read for its message; a hostile or broken upstream
+# must not make the gateway buffer megabytes to learn it.
 ERROR_BODY_LIMIT = 64 * 1024
+# How many upstreams a 503 names, so the message stays one readable line.
+REASONS_SHOWN = 4
 
-UPSTREAM_PATH_BYTES = {route: path.encode() for route, path in UPSTREAM_PATH.items()}
+
+class Attempt:
+    """One request's claim on one upstream, settled exactly once."""
+
+    __slots__ = ("health", "name", "trial", "started", "_open")
+
+    def __init__(self, health: HealthMonitor, name: str) -> None:
+        self.health = health
+        self.name = name
+        self.started = time.monotonic()
+        self.trial = health.started(name)
+        self._open = True
+
+    def succeeded(self) -> None:
+        if self._open:
+            self._open = False
+            self.health.finished(self.name, self.trial)
+            self.health.success(self.name, time.monotonic() - self.started)
+
+    def failed(self, reason: str) -> None:
+        """`reason` counts against the upstream; an empty one only ends the claim."""
+        if self._open:
+            self._open = False
+            self.health.finished(self.name, self.trial)
+            if reason:
+                self.health.failure(self.name, reason)
+
+    def ended(self) -> None:
+        self.failed("")
 
 
 @dataclass(slots=True)
@@ -43,42 +85,31 @@ class UpstreamReply:
     upstream: UpstreamConfig
     model: ModelConfig
     status: int
+    attempt: Attempt
     body: bytes = b""  # non-stream answers
     response: Response | None = None  # stream answers
     first_chunk: bytes = b""
     attempts: int = 1
-    started: float = 0.0
-    trial: bool = False  # this request is the one probing an upstream on probation
-    _finished: bool = field(default=False)
 
-    def close(self, health: HealthMonitor, *, ok: bool, reason: str = "") -> None:
+    @property
+    def started(self) -> float:
+        return self.attempt.started
+
+    def close(self, *, ok: bool, reason: str = "") -> None:
         """End a stream: return or drop its connection and settle the upstream's health."""
-        if self._finished or self.response is None:
-            return
-        self._finished = True
+        if self.response is not None:
+            if ok:
+                self.response.release()
+            else:
+                self.response.close()  # never pool a connection in an unknown state
         if ok:
-            self.response.release()
+            self.attempt.succeeded()
         else:
-            self.response.close()  # never pool a connection in an unknown state
-        health.finished(self.upstream.name, self.trial)
-        if ok:
-            health.success(self.upstream.name, time.monotonic() - self.started)
-        elif reason:
-            health.failure(self.upstream.name, reason)
+            self.attempt.failed(reason)
 
 
-class UpstreamClientError(GatewayError):
-    """An upstream's 4xx answer, passed to the client as it came (OpenAI-shaped)."""
-
-    def __init__(self, status: int, body: bytes, upstream: str) -> None:
-        self.status = status
-        self.raw = body
-        self.upstream = upstream
-        message, type_, code, param = _error_fields(body, status)
-        super().__init__(message, type=type_, code=code, param=param)
-
-
-def _error_fields(body: bytes, status: int) -> tuple[str, str, str | None, str | None]:
+def client_error(status: int, body: bytes, upstream: str) -> UpstreamClientError:
+    """An upstream's 4xx as an error in OpenAI's shape, its own fields kept when it sent them."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -86,11 +117,17 @@ def _error_fields(body: bytes, status: int) -> tuple[str, str, str | None, str |
     err = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(err, dict) and isinstance(err.get("message"), str):
         code = err.get("code")
-        return (err["message"], str(err.get("type") or "invalid_request_error"),
-                None if code is None else str(code),
-                err.get("param") if isinstance(err.get("param"), str) else None)
+        return UpstreamClientError(
+            status, err["message"], type=str(err.get("type") or "invalid_request_error"),
+            code=None if code is None else str(code),
+            param=err.get("param") if isinstance(err.get("param"), str) else None, upstream=upstream)
     text = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
-    return f"The upstream rejected the request: {text}", "invalid_request_error", None, None
+    return UpstreamClientError(status, f"The upstream rejected the request: {text}",
+                               type="invalid_request_error", code=None, param=None, upstream=upstream)
+
+
+class _Moveable(Exception):
+    """Marks a failure that happened before any response byte: always safe to try elsewhere once."""
 
 
 class Forwarder:
@@ -113,38 +150,51 @@ class Forwarder:
             lines = self._header_cache[key] = header_lines(pairs)
         return lines
 
-    async def send(self, snapshot: Snapshot, model: ModelConfig, parsed: ParsedRequest,
-                   request_id: str) -> UpstreamReply:
+    async def send(self, snapshot: Snapshot, model: ModelConfig, parsed: "ParsedRequest",
+                   request_id: str, family: "Family") -> UpstreamReply:
         settings = snapshot.retry
         candidates = [model] + [snapshot.model_lookup[f] for f in model.fallbacks if f in snapshot.model_lookup]
         tried: list[str] = []
         attempt = 0
         last_error: GatewayError | None = None
+        last_moveable = False
+        free_move_used = False
         retrying = False
         self.budget.active_requests += 1
         try:
             for candidate in candidates:
-                body = upstream_body(parsed, candidate.upstream_model)
-                path = UPSTREAM_PATH_BYTES[parsed.route]
-                while attempt < settings.attempts:
+                body = family.upstream_body(parsed, candidate.upstream_model)
+                while True:
+                    free_move = last_moveable and not free_move_used
+                    if attempt >= settings.attempts and not free_move:
+                        break
                     upstream = self.balancer.pick(snapshot, candidate, exclude=tried)
                     if upstream is None:
                         break
                     if attempt > 0:
-                        if not retrying:
-                            if not self.budget.allows(settings):
+                        if attempt >= settings.attempts or (not retrying and not self.budget.allows(settings)):
+                            if not free_move:
                                 raise last_error  # type: ignore[misc]
-                            self.budget.active_retries += 1
-                            retrying = True
-                        await asyncio.sleep(backoff_delay(settings, attempt - 1))
+                            free_move_used = True  # beyond the bounds: this once, and without backoff
+                        else:
+                            if not retrying:
+                                self.budget.active_retries += 1
+                                retrying = True
+                            await asyncio.sleep(backoff_delay(settings, attempt - 1))
                     attempt += 1
                     tried.append(upstream.name)
-                    result = await self._attempt(upstream, candidate, path, body, parsed.stream, request_id)
+                    try:
+                        result = await self._attempt(upstream, candidate, family.upstream_path, body,
+                                                     parsed.stream, request_id, family)
+                        last_moveable = False
+                    except _Moveable as exc:
+                        result = exc.args[0]
+                        last_moveable = True
                     if isinstance(result, UpstreamReply):
                         result.attempts = attempt
                         return result
-                    if isinstance(result, UpstreamClientError):
-                        raise result  # the client's mistake: another upstream would say the same
+                    if isinstance(result, (UpstreamClientError, UpstreamResponseTooLarge)):
+                        raise result  # another upstream would say the same
                     last_error = result
             if last_error is not None:
                 raise last_error
@@ -154,30 +204,54 @@ class Forwarder:
                     f"Every upstream serving `{model.name}` is at its concurrency limit. Retry shortly.",
                     code="upstreams_saturated", headers={"Retry-After": "1", "retry-after-ms": "1000"})
             raise NoHealthyUpstream(
-                f"No healthy upstream can serve `{model.name}` right now. Retry shortly.",
-                headers={"Retry-After": "1", "retry-after-ms": "1000"})
+                f"No healthy upstream can serve `{model.name}` right now ({self._why_unavailable(snapshot, model)})."
+                " Retry shortly.", headers={"Retry-After": "1", "retry-after-ms": "1000"})
         finally:
             self.budget.active_requests -= 1
             if retrying:
                 self.budget.active_retries -= 1
 
+    def _why_unavailable(self, snapshot: Snapshot, model: ModelConfig) -> str:
+        """Each upstream's name and last failure, never its URL: tenants read this."""
+        reasons = []
+        for tier in self.balancer.tiers(snapshot, model):
+            for upstream in tier:
+                if not upstream.enabled:
+                    reason = "disabled"
+                elif upstream.drain:
+                    reason = "draining"
+                else:
+                    state = self.health.get(upstream.name)
+                    reason = (state.last_error if state is not None else None) or "unavailable"
+                reasons.append(f"{upstream.name}: {reason}")
+        if not reasons:
+            return "no upstream is configured to serve it"
+        if len(reasons) > REASONS_SHOWN:
+            reasons[REASONS_SHOWN:] = [f"and {len(reasons) - REASONS_SHOWN} more"]
+        return "; ".join(reasons)
+
     async def _attempt(self, upstream: UpstreamConfig, model: ModelConfig, path: bytes, body: bytes,
-                       stream: bool, request_id: str) -> UpstreamReply | GatewayError:
+                       stream: bool, request_id: str, family: "Family") -> UpstreamReply | GatewayError:
         t = upstream.timeouts
-        started = time.monotonic()
         deadline = asyncio.get_running_loop().time() + t.total  # the whole answer, in loop time
         name = upstream.name
-        trial = self.health.started(name)
+        claim = Attempt(self.health, name)
         response = None
         handed_over = False  # an open stream now belongs to the UpstreamReply
         try:
             headers = self._static_headers(upstream) + b"x-request-id: " + request_id.encode() + b"\r\n"
-            response = await self.pool.request(self.pool.target(upstream.url), path, headers, body,
-                                               connect_timeout=t.connect, read_timeout=t.first_byte)
+            try:
+                response = await self.pool.request(self.pool.target(upstream.url), path, headers, body,
+                                                   connect_timeout=t.connect, read_timeout=t.first_byte)
+            except asyncio.TimeoutError:
+                raise  # a TimeoutError is an OSError too, but the upstream may be working on it
+            except OSError as exc:
+                raise _Moveable(self._failed(claim, type(exc).__name__, UpstreamError(
+                    "Could not reach an upstream server for this model.", code="upstream_unreachable")))
             status = response.status
             if status >= 500 or status == 429:
                 await response.read_bounded(ERROR_BODY_LIMIT, t.first_byte)
-                return self._failed(upstream, f"upstream answered {status}", UpstreamError(
+                return self._failed(claim, f"upstream answered {status}", UpstreamError(
                     "Every upstream for this model is rate limiting the gateway. Retry shortly."
                     if status == 429 else
                     f"The upstream server answered {status}; no other upstream could take the request.",
@@ -188,43 +262,59 @@ class Forwarder:
                     # The gateway's own credentials for this upstream are wrong: an
                     # operator problem, not the client's key.
                     log.error("upstream %s rejected the gateway's credentials (%d)", name, status)
-                    return self._failed(upstream, f"upstream answered {status}", UpstreamError(
+                    return self._failed(claim, f"upstream answered {status}", UpstreamError(
                         "The upstream rejected the gateway's credentials; the operator must fix "
                         "the upstream key.", code="upstream_auth_failed"))
-                return UpstreamClientError(status, raw, name)
+                claim.ended()
+                return client_error(status, raw, name)
+            if status < 200 or status >= 300:
+                return self._bad(claim, response, f"upstream answered {status}")
             if not stream:
                 try:
                     data = await response.read(t.first_byte, deadline=deadline)
                 except ResponseTooLarge as exc:
-                    # The upstream is healthy and every other one would answer the same:
-                    # neither blamed nor retried.
-                    log.warning("upstream %s answer exceeds the body cap: %s", name, exc)
-                    raise UpstreamError(
-                        f"The upstream's answer is larger than the gateway relays ({exc.limit} bytes).",
-                        code="upstream_response_too_large") from None
-                self.health.success(name, time.monotonic() - started)
-                return UpstreamReply(upstream, model, status, body=data, started=started)
+                    raise UpstreamResponseTooLarge(
+                        f"The upstream's answer is larger than the gateway's limit of {exc.limit} bytes.") from None
+                if not family.accepts_answer(response.content_type, data):
+                    return self._bad(claim, response, "upstream answered 200 with a body that is not JSON")
+                claim.succeeded()
+                return UpstreamReply(upstream, model, status, claim, body=data)
+            framing = family.framing
+            if not framing.accepts_content_type(response.content_type):
+                return self._bad(claim, response, "upstream answered a stream that is not an event stream")
             first = await response.readany(t.first_byte)
             if not first:
-                return self._failed(upstream, "stream closed before the first byte", UpstreamError(
+                return self._failed(claim, "stream closed before the first byte", UpstreamError(
                     "The upstream closed the stream before sending anything."))
+            if not framing.opens_validly(first):
+                return self._bad(claim, response, "upstream answered a stream that does not start with an event")
             handed_over = True
-            return UpstreamReply(upstream, model, status, response=response,
-                                 first_chunk=first, started=started, trial=trial)
+            return UpstreamReply(upstream, model, status, claim, response=response, first_chunk=first)
+        except UpstreamResponseTooLarge as exc:
+            if response is not None:
+                response.close()
+            claim.ended()  # the upstream did its job; the gateway's limit said no
+            log.warning("upstream %s answered more than %s bytes", name, self.pool.max_body)
+            return exc
         except asyncio.TimeoutError:
-            return self._failed(upstream, "timeout", UpstreamTimeout(
+            return self._failed(claim, "timeout", UpstreamTimeout(
                 f"The upstream did not answer within {t.first_byte:g}s."))
         except OSError as exc:
-            return self._failed(upstream, type(exc).__name__, UpstreamError(
+            return self._failed(claim, type(exc).__name__, UpstreamError(
                 "Could not reach an upstream server for this model.", code="upstream_unreachable"))
         finally:
             if not handed_over:
                 if response is not None:
                     # Pooled again only when read to the end; cancelled or failed mid-body: dropped.
                     response.release()
-                self.health.finished(name, trial)
+                claim.ended()
 
-    def _failed(self, upstream: UpstreamConfig, reason: str, error: GatewayError) -> GatewayError:
-        self.health.failure(upstream.name, reason)
-        log.info("upstream attempt failed: %s (%s)", upstream.name, reason)
+    def _bad(self, claim: Attempt, response: Response, reason: str) -> GatewayError:
+        response.close()  # whatever it is, the rest of it must not reach the next request
+        return self._failed(claim, reason, UpstreamBadResponse(
+            "The upstream answered with something that is not an OpenAI-compatible response."))
+
+    def _failed(self, claim: Attempt, reason: str, error: GatewayError) -> GatewayError:
+        claim.failed(reason)
+        log.info("upstream attempt failed: %s (%s)", claim.name, reason)
         return error

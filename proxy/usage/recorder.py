@@ -290,7 +290,7 @@ def _append_rows(path: str, records) -> None:
         os.fsync(f.fileno())
 
 
-USAGE: web.AppKey[UsageRecorder] = web.AppKey("usage_recorder", UsageRecorder)
+from ..appkeys import USAGE  # noqa: E402  (every app key lives in appkeys)
 
 
 def spill_path_for(db_path: str) -> str | None:

@@ -37,15 +37,16 @@ def estimate_text_tokens(text: str) -> int:
 def estimate_prompt_tokens(route: str, body: dict[str, Any]) -> int:
     """Prompt tokens of a request body for `route` ("chat", "completions", "embeddings")."""
     if route == "chat":
-        return _chat_tokens(body)
+        return estimate_chat_tokens(body)
     if route == "completions":
-        return _prompt_tokens(body.get("prompt"))
+        return estimate_input_tokens(body.get("prompt"))
     if route == "embeddings":
-        return _prompt_tokens(body.get("input"))
+        return estimate_input_tokens(body.get("input"))
     return 0
 
 
-def _chat_tokens(body: dict[str, Any]) -> int:
+def estimate_chat_tokens(body: dict[str, Any]) -> int:
+    """Prompt tokens of a chat body: its messages, their framing, and tool schemas."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         return 0
@@ -85,7 +86,7 @@ def _content_tokens(content: Any) -> int:
     return total
 
 
-def _prompt_tokens(value: Any) -> int:
+def estimate_input_tokens(value: Any) -> int:
     """A prompt/input: a string, a list of strings, a token array or a list of token arrays."""
     if isinstance(value, str):
         return estimate_text_tokens(value)

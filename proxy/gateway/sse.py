@@ -1,4 +1,5 @@
-"""Relay an upstream SSE stream event by event, and learn its usage on the way.
+"""Data-only SSE ending in `data: [DONE]` (chat and completions streams):
+relay an upstream stream event by event, and learn its usage on the way.
 
 The gateway always asks upstream for `include_usage` so it can bill exactly.
 When the client did not ask for it, the usage-only chunk and the `"usage":null`
@@ -8,21 +9,35 @@ forwarded as soon as they are complete; nothing waits for the end.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
 from .usage_bytes import usage_tokens
 
 DONE = b"data: [DONE]"
+# The lines an event stream may start with (the SSE spec's fields and comments).
+_FIELD_STARTS = (b"data:", b":", b"event:", b"id:", b"retry:")
 _NULL_USAGE = (b',"usage":null', b', "usage": null', b'"usage":null,', b'"usage": null, ')
 
 
-class SSERelay:
-    __slots__ = ("strip_usage", "buffer", "usage", "done", "content_chars", "saw_error")
+def accepts_content_type(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
 
-    def __init__(self, *, strip_usage: bool) -> None:
+
+def opens_validly(first_chunk: bytes) -> bool:
+    """An HTML page or JSON error sent as an event stream is refused before the client sees it."""
+    head = first_chunk.removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n")
+    # A first read may end inside the first field name.
+    return head.startswith(_FIELD_STARTS) or any(f.startswith(head) for f in _FIELD_STARTS)
+
+
+class SSERelay:
+    __slots__ = ("strip_usage", "scrub", "buffer", "usage", "done", "content_chars", "saw_error")
+
+    def __init__(self, *, strip_usage: bool, scrub: Callable[[bytes], bytes] | None = None) -> None:
         self.strip_usage = strip_usage
+        self.scrub = scrub  # applied to in-band error events only
         self.buffer = b""
         self.usage: dict[str, Any] | None = None
         self.done = False
@@ -80,6 +95,7 @@ class SSERelay:
             return event
         if b'"error"' in payload[:12]:
             self.saw_error = True
+            return self.scrub(event) if self.scrub is not None else event
         self._count_bytes(payload)
         if self.strip_usage:
             for pattern in _NULL_USAGE:

@@ -1,0 +1,45 @@
+"""What one /v1 request carries from intake to accounting."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from ..config.snapshot import ModelConfig, PlanConfig, Snapshot
+    from .families import Family
+    from .intake import ParsedRequest
+
+
+class Call:
+    """The config snapshot is read once, at the top, and used to the end of the request."""
+
+    __slots__ = ("app", "snapshot", "family", "request_id", "started", "parsed", "principal",
+                 "model", "plan", "reservation", "rl_headers", "upstream", "ttfb", "accounted",
+                 "prompt_estimate")
+
+    def __init__(self, app: web.Application, snapshot: "Snapshot", family: "Family", request_id: str) -> None:
+        self.app = app
+        self.snapshot = snapshot
+        self.family = family
+        self.request_id = request_id
+        self.started = time.perf_counter()  # for durations only; stamps come from app[CLOCK]
+        self.parsed: ParsedRequest | None = None
+        self.principal = None
+        self.model: ModelConfig | None = None
+        self.plan: PlanConfig | None = None
+        self.reservation = None
+        self.rl_headers: dict[str, str] = {}
+        self.upstream: str | None = None
+        self.ttfb: float | None = None
+        self.accounted = False
+        self.prompt_estimate = 0  # counted once at admission; reused when upstream reports no usage
+
+    @property
+    def route(self) -> str:
+        return self.family.name
+
+    def mark_first_byte(self) -> None:
+        self.ttfb = time.perf_counter() - self.started
