@@ -118,6 +118,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         gauges.set_upstream_health(upstream.name, "healthy")  # optimistic start, as the monitor's
 
     def on_reload(old, new) -> None:
+        pool.max_body = new.server.max_upstream_body_bytes
         health.reconcile(new)
         balancer.reset()
         app[LIMITER].forget_plans(new.plans)
@@ -126,10 +127,10 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         for name in new.upstream_by_name.keys() - old.upstream_by_name.keys():
             gauges.set_upstream_health(name, "healthy")
 
-    holder.subscribe(on_reload)
     # One pooled client for /v1 traffic and the health probes alike, so a probe
     # exercises the code that serves requests.
-    pool = ConnectionPool()
+    pool = ConnectionPool(max_body=holder.current.server.max_upstream_body_bytes)
+    holder.subscribe(on_reload)
     app[TRANSPORT] = pool
     app[FORWARDER] = Forwarder(pool, balancer, health, app[RETRY_BUDGET])
     yield

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from proxy import server
 from proxy.app import create_app
-from proxy.cli_accounts import create_user_and_key
+from proxy.cli.accounts import create_user_and_key
 from proxy.errors import GatewayError
 from proxy.fake_upstream import start_fake_upstream
 from proxy.gateway.families import EMBEDDINGS, FAMILIES

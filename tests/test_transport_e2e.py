@@ -8,7 +8,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from proxy.appkeys import HEALTH, TRANSPORT
+from proxy.appkeys import CONFIG, HEALTH, TRANSPORT
 from proxy.fake_upstream import start_fake_upstream
 
 from .gateway_harness import GatewayHarness, upstream_entry
@@ -71,7 +71,7 @@ async def test_an_answer_over_the_body_cap_is_a_502_that_does_not_blame_the_upst
             status, body = await post(gateway, session, "/v1/chat/completions", CHAT)
             assert status == 502
             assert body["error"]["code"] == "upstream_response_too_large"
-            assert "larger than the gateway relays (50000 bytes)" in body["error"]["message"]
+            assert "larger than the gateway's limit of 50000 bytes" in body["error"]["message"]
         fake.clear_faults()
         status, _ = await post(gateway, session, "/v1/chat/completions", CHAT)
         assert status == 200
@@ -112,3 +112,17 @@ async def test_a_body_cut_by_a_reset_is_never_relayed_as_whole(gateway, fake):
     async with aiohttp.ClientSession() as session:
         status, body = await post(gateway, session, "/v1/chat/completions", CHAT)
     assert (status, body["error"]["code"]) == (502, "upstream_unreachable")
+
+
+async def test_the_upstream_body_cap_comes_from_config_and_follows_a_reload(tmp_path, fake):
+    harness = GatewayHarness.write(str(tmp_path / "cfg"), [upstream_entry("solo", fake.url)],
+                                   server={"max_upstream_body": "50KB"})
+    await harness.start()
+    try:
+        assert harness.app[TRANSPORT].max_body == 50_000
+        harness.sections["server"]["max_upstream_body"] = "2MiB"
+        harness.save()
+        await harness.app[CONFIG].reload()
+        assert harness.app[TRANSPORT].max_body == 2 * 1024 * 1024
+    finally:
+        await harness.stop()

@@ -8,7 +8,7 @@ import aiohttp
 import orjson
 import pytest
 
-from proxy.appkeys import CONFIG, FORWARDER, HEALTH, HTTP
+from proxy.appkeys import CONFIG, FORWARDER, HEALTH, TRANSPORT
 from proxy.fake_upstream import start_fake_upstream
 
 from .canned_upstream import CannedUpstream
@@ -180,7 +180,7 @@ async def test_a_503_names_each_upstream_and_why_without_its_url(tmp_path):
     await harness.start()
     try:
         snapshot = harness.app[CONFIG].current
-        await harness.app[HEALTH].probe_all(snapshot, harness.app[HTTP])
+        await harness.app[HEALTH].probe_all(snapshot, harness.app[TRANSPORT])
         status, body, _ = await _post(harness)
     finally:
         await harness.stop()
@@ -188,5 +188,5 @@ async def test_a_503_names_each_upstream_and_why_without_its_url(tmp_path):
     assert status == 503
     assert body["error"]["code"] == "no_healthy_upstream"
     assert body["error"]["message"] == ("No healthy upstream can serve `gpt-4o-mini` right now "
-                                        "(demo-a: probe answered 404). Retry shortly.")
+                                        "(demo-a: probe answered 404; set health.path). Retry shortly.")
     assert "127.0.0.1" not in body["error"]["message"]

@@ -288,6 +288,8 @@ def build_server(b: _Builder, raw: Mapping[str, Any]) -> ServerSettings:
         if raw["max_body"] > MAX_BODY_CEILING:
             b.problem(("server", "max_body"), f"must be at most 1GiB ({MAX_BODY_CEILING} bytes)",
                       written, True)
+    if "max_upstream_body" in raw:
+        raw["max_upstream_body"] = parse_size(raw["max_upstream_body"])
     if "trusted_proxies" in raw:
         raw["trusted_proxies"] = _trusted_proxies(b, raw["trusted_proxies"] or ())
     if "request_encodings" in raw:
@@ -306,4 +308,5 @@ def build_server(b: _Builder, raw: Mapping[str, Any]) -> ServerSettings:
                 b.problem(("server", "metrics", "listen"), "port must be at most 65535", f"{host}:{port}", True)
             m["listen_host"], m["listen_port"] = host.strip("[]"), min(int(port), 65535)
         raw["metrics"] = _settings(MetricsSettings, m)
-    return _settings(ServerSettings, raw, rename={"max_body": "max_body_bytes"})
+    return _settings(ServerSettings, raw, rename={"max_body": "max_body_bytes",
+                                                 "max_upstream_body": "max_upstream_body_bytes"})

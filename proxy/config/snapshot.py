@@ -44,6 +44,8 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 4 * 1024 * 1024
+    # The whole non-stream answer is held in memory before it is relayed; this bounds it.
+    max_upstream_body_bytes: int = 256 * 1024 * 1024
     log_level: str = "info"
     access_log: bool = True
     # Base URL the dashboard/CORS checks treat as same-origin; None = the Host header.

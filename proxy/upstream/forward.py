@@ -221,8 +221,7 @@ class Forwarder:
                 elif upstream.drain:
                     reason = "draining"
                 else:
-                    state = self.health.get(upstream.name)
-                    reason = (state.last_error if state is not None else None) or "unavailable"
+                    reason = self.health.reason(upstream.name) or "unavailable"
                 reasons.append(f"{upstream.name}: {reason}")
         if not reasons:
             return "no upstream is configured to serve it"
