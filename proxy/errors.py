@@ -14,6 +14,7 @@
     ├── QuotaExceeded           429   daily/monthly quota or budget, insufficient_quota
     ├── UpstreamError           502   upstream answered badly or the connection broke
     ├── NoHealthyUpstream       503   nothing can serve the model right now
+    ├── StoreUnavailable        503   the database refuses writes (its file was deleted)
     └── UpstreamTimeout         504
 
 Handlers raise; `error_response` turns any of these into the JSON body that the
@@ -161,6 +162,15 @@ class NoHealthyUpstream(GatewayError):
     status = 503
     type = "server_error"
     code = "no_healthy_upstream"
+
+
+class StoreUnavailable(GatewayError):
+    """Writes are refused until an operator repairs the database; the message
+    is for tenants, so it names no path (the log and /healthz do)."""
+
+    status = 503
+    type = "server_error"
+    code = "store_unavailable"
 
 
 class UpstreamTimeout(GatewayError):
