@@ -150,10 +150,14 @@ class Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLITE_FULL and some I/O errors roll the transaction back by
+            # themselves; a second ROLLBACK would fail and hide the real error.
+            # A COMMIT that failed leaves it open, and the next BEGIN would fail.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return result
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -322,6 +322,9 @@ class UsageRecorder:
     def _load_spill(self) -> None:
         if self._spill_path is None or not os.path.exists(self._spill_path):
             return
+        if not os.path.isfile(self._spill_path):
+            log.error("%s is not a regular file; no usage rows loaded from it", self._spill_path)
+            return
         contents = read_rows(self._spill_path)
         for number, _, why in contents.bad_lines:
             log.error("%s line %d is not a usage row (%s); skipped, the other rows are kept",

@@ -83,7 +83,7 @@ def _append(fd: int, path: str, lines: Sequence[bytes], created: bool) -> tuple[
             os.ftruncate(fd, start)
         except OSError:
             pass
-        return 0, exc
+        return 0, error or exc  # the write's error says more than the fsync's
     if created:
         _fsync_dir(os.path.dirname(os.path.abspath(path)))
     return rows, error
