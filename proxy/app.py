@@ -183,4 +183,9 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
 
 async def healthz(request: web.Request) -> web.Response:
     holder = request.app[CONFIG]
+    problem = request.app[STORE].problem if STORE in request.app else None
+    if problem is not None:
+        # Serving, but losing data at exit unless an operator acts: not healthy.
+        return web.json_response({"status": "degraded", "config_version": holder.version,
+                                  "store": problem}, status=503)
     return web.json_response({"status": "ok", "config_version": holder.version})

@@ -19,6 +19,7 @@
     │   ├── UpstreamBadResponse 502   a 2xx that is not what the route promises (HTML, 204, 302, …)
     │   └── UpstreamResponseTooLarge 502  the answer exceeds the configured cap; not the upstream's fault
     ├── NoHealthyUpstream       503   nothing can serve the model right now
+    ├── StoreUnavailable        503   the database refuses writes (its file was deleted)
     └── UpstreamTimeout         504
 
 Handlers raise; `error_response` turns any of these into the JSON body that the
@@ -210,6 +211,15 @@ class NoHealthyUpstream(GatewayError):
     status = 503
     type = "server_error"
     code = "no_healthy_upstream"
+
+
+class StoreUnavailable(GatewayError):
+    """Writes are refused until an operator repairs the database; the message
+    is for tenants, so it names no path (the log and /healthz do)."""
+
+    status = 503
+    type = "server_error"
+    code = "store_unavailable"
 
 
 class UpstreamTimeout(GatewayError):

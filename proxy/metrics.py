@@ -17,6 +17,9 @@ Series:
     bluesminds_upstream_up{upstream}                            1 when healthy
     bluesminds_usage_queue_depth                                rows waiting to be written
     bluesminds_usage_rows_written_total, _batches_total, _failed_batches_total, _rows_rejected_total
+    bluesminds_usage_rows_spilled_total, bluesminds_usage_rows_unsaved   rows in the spill file; rows
+                                                                kept only in memory (disk full)
+    bluesminds_store_writable                                   0 while the database refuses writes
 """
 
 from __future__ import annotations
@@ -205,6 +208,14 @@ class _UsageCollector(Collector):
                                   "Usage rows waiting to be written to the database.")
         depth.add_metric([], recorder.queue_depth if recorder else 0)
         yield depth
+        unsaved = GaugeMetricFamily("bluesminds_usage_rows_unsaved",
+                                    "Usage rows neither the database nor the spill file could take.")
+        unsaved.add_metric([], getattr(recorder, "unsaved_rows", 0) if recorder else 0)
+        yield unsaved
+        writable = GaugeMetricFamily("bluesminds_store_writable",
+                                     "1 while the database accepts writes, 0 while it refuses them.")
+        writable.add_metric([], 0 if recorder and getattr(recorder, "store_problem", None) else 1)
+        yield writable
         for name, help_text, attr in (
             ("bluesminds_usage_rows_written", "Usage rows written to the database.", "written"),
             ("bluesminds_usage_batches", "Usage batches committed.", "batches"),
@@ -212,9 +223,10 @@ class _UsageCollector(Collector):
              "failed_batches"),
             ("bluesminds_usage_rows_rejected", "Usage rows the database refused, kept in the "
              "rejected file.", "rejected"),
+            ("bluesminds_usage_rows_spilled", "Usage rows saved to the spill file.", "spilled"),
         ):
             family = CounterMetricFamily(name, help_text)
-            family.add_metric([], getattr(recorder, attr) if recorder else 0)
+            family.add_metric([], getattr(recorder, attr, 0) if recorder else 0)
             yield family
 
     def describe(self) -> list[Metric]:

@@ -55,14 +55,13 @@ def test_non_integral_rate_still_admits_a_due_token():
     assert not bucket.try_take(1)
 
 
-def test_wait_and_time_to_full():
+def test_wait():
     clock = Clock()
     bucket = TokenBucket(60, clock=clock)
     assert bucket.wait(1) == 0.0
     assert bucket.try_take(60)
     assert bucket.wait(1) == 1.0
     assert bucket.wait(15) == 15.0
-    assert bucket.time_to_full() == 60.0
     clock.now += 0.25
     assert bucket.wait(1) == 0.75
 
@@ -138,3 +137,29 @@ def test_rejects_impossible_shapes(capacity, period, message):
     with pytest.raises(ValueError) as info:
         TokenBucket(capacity, period=period, clock=lambda: 0.0)
     assert str(info.value) == message
+
+
+def test_fit_holds_at_most_a_whole_bucket_and_a_zero_bucket_still_asks_for_one():
+    assert TokenBucket(1000, clock=Clock()).fit(400) == 400
+    assert TokenBucket(1000, clock=Clock()).fit(5000) == 1000
+    assert TokenBucket(0, clock=Clock()).fit(5) == 1
+
+
+def test_can_take_then_take_is_try_take_in_two_steps():
+    clock = Clock()
+    bucket = TokenBucket(60, clock=clock)
+    assert bucket.can_take(60, clock.now)
+    bucket.take(60)
+    assert not bucket.can_take(1, clock.now) and bucket.level == 0
+    clock.now += 1.0
+    assert bucket.can_take(1, clock.now) and bucket.level == 1.0
+
+
+def test_header_numbers_are_limit_whole_tokens_left_and_seconds_to_full():
+    clock = Clock()
+    bucket = TokenBucket(60, clock=clock)
+    assert bucket.header_numbers() == (60, 60, 0.0)
+    bucket.take(14.5)
+    assert bucket.header_numbers() == (60, 45, 14.5)
+    bucket.take(50)
+    assert bucket.header_numbers() == (60, 0, 64.5)

@@ -642,3 +642,14 @@ def test_prune_drops_only_state_with_nothing_to_remember(limiter, clock):
     admit(limiter, key(), quota_plan)
     limiter.forget_plans({"q": quota_plan})
     assert len(limiter) == 2
+
+
+def test_the_in_process_limiter_implements_the_limiter_seam():
+    from proxy.limits import Limiter, RateLimiter
+
+    limiter = Limiter(clock=lambda: 1_795_000_000.0)
+    assert isinstance(limiter, RateLimiter)
+    plan = PlanConfig(name="p", rpm=10, tpm=1000)
+    hold = limiter.admit(Principal(user_id=1, key_id=1, plan="p"), plan, estimated_tokens=100,
+                         estimated_cost=0.5)
+    assert (hold.estimated_tokens, hold.estimated_cost) == (100, 0.5)

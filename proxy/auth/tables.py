@@ -12,9 +12,8 @@ import sqlite3
 
 import sqlite_utils
 
-from ..store import register_migrations
-
-migrations = register_migrations(sqlite_utils.Migrations("bluesminds.auth"))
+# Applied by the store: listed in proxy/store/migrations.py.
+migrations = sqlite_utils.Migrations("bluesminds.auth")
 
 # Enough history for any poller that is at most this many changes behind.
 _EVENTS_KEPT = 10_000

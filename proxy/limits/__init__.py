@@ -4,7 +4,8 @@
     windows.py   UTC day/month windows and the cached Calendar
     quotas.py    day/month counters, the monthly budget, WindowTotals
     headers.py   x-ratelimit-* headers with Go-style reset durations
-    limiter.py   Limiter: admit / settle / release, synchronous and exact
+    interface.py RateLimiter: the seam (admit / settle / release / headers / seed)
+    limiter.py   Limiter: the in-process RateLimiter, synchronous and exact
 
 `setup(app)` puts one `Limiter` under `appkeys.LIMITER`, seeds it with the
 usage already persisted for the current day and month, and drops idle state
@@ -24,12 +25,14 @@ from aiohttp import web
 from ..appkeys import CLOCK, LIMITER, STORE
 from .bucket import TokenBucket
 from .headers import DurationFormatter, rate_limit_headers
+from .interface import Hold, RateLimiter
 from .limiter import Limiter, Reservation
 from .quotas import QuotaLimits, WindowTotals
 from .windows import Calendar, Window, day_window, month_window
 
 __all__ = [
-    "LIMITER", "Calendar", "DurationFormatter", "Limiter", "QuotaLimits", "Reservation",
+    "LIMITER", "Calendar", "DurationFormatter", "Hold", "Limiter", "QuotaLimits", "RateLimiter",
+    "Reservation",
     "TokenBucket", "Window", "WindowTotals", "day_window", "month_window",
     "rate_limit_headers", "setup",
 ]

@@ -76,9 +76,36 @@ class TokenBucket:
             return float("inf")
         return missing / self.rate
 
-    def time_to_full(self, now: float | None = None) -> float:
-        missing = self.capacity - self.refill(now)
-        return missing / self.rate if missing > 0 and self.rate > 0 else 0.0
+    def fit(self, amount: float) -> float:
+        """What a reservation of `amount` may hold: at most a whole bucket, else it
+        could never be admitted; a zero bucket still asks for 1, so it refuses."""
+        capacity = self.capacity or 1
+        return amount if amount < capacity else capacity
+
+    def can_take(self, amount: float, now: float) -> bool:
+        """Whether `try_take(amount, now)` would succeed; changes only the refill."""
+        # `refill`, inlined: the limiter asks this of every bucket on every request.
+        level = self.level
+        if now > self.stamp:
+            level += (now - self.stamp) * self.rate
+            self.level = level = level if level < self.capacity else self.capacity
+            self.stamp = now
+        return level + EPSILON >= amount
+
+    def take(self, amount: float) -> None:
+        """Take unconditionally, right after `can_take` (or `refill`) brought the level to now."""
+        self.level -= amount
+
+    def header_numbers(self) -> tuple[int, int, float]:
+        """(limit, whole tokens left, seconds until full) as of the last refill,
+        for the x-ratelimit-* headers."""
+        level = self.level
+        missing = self.capacity - level
+        return (
+            int(self.capacity),
+            int(level + EPSILON) if level > 0 else 0,
+            missing / self.rate if missing > 0 < self.rate else 0.0,
+        )
 
     def is_full(self, now: float | None = None) -> bool:
         return self.refill(now) >= self.capacity

@@ -131,13 +131,24 @@ class Limiter:
 
     def admit(self, principal: Principal, plan: PlanConfig, *, estimated_tokens: int,
               estimated_cost: float) -> Reservation:
+        """Find the request's subjects, check every limit, then take from all of
+        them at once: a refused request changes nothing."""
         now = self._clock()
         cal = self._calendar.at(now)
-        day = cal.day_index
-        month = cal.month_index
         tokens = estimated_tokens if estimated_tokens > 0 else 0
         cost = round(estimated_cost * NANO_PER_USD) if estimated_cost > 0 else 0
+        user, key = self._find(principal, plan, now, cal.day_index, cal.month_index)
+        # Whose buckets rate-limit the request: the user's on a per-user plan
+        # (plus the key's own stricter ones), otherwise the key's alone.
+        a, b = (user, key) if plan.per_user else (key, None)
+        need_a, need_b = self._check(user, key, a, b, tokens, cost, now)
+        r = _take(user, key, a, b, need_a, need_b, tokens, cost, cal.day_index, cal.month_index)
+        self._header_numbers(r, now, user, key, a, b)
+        return r
 
+    def _find(self, principal: Principal, plan: PlanConfig, now: float, day: int,
+              month: int) -> tuple[_Subject, _Subject]:
+        """The user's and the key's state, configured for this plan and rolled to today."""
         user_id = principal.user_id
         user = self._users.get(user_id)
         if user is None:
@@ -157,105 +168,59 @@ class Limiter:
             key = self._keys[key_id] = _Subject(scope, day, month)
         if key.plan is not plan or key.limits is not principal.limits:
             _configure_key(key, plan, principal.limits, now, self._clock)
-        kusage = key.usage
-        if kusage.day != day or kusage.month != month:
-            kusage.roll(day, month)
-        if plan.per_user:
-            a = user
-            b = key
-        else:
-            a = key
-            b = None
+        usage = key.usage
+        if usage.day != day or usage.month != month:
+            usage.roll(day, month)
+        return user, key
 
+    def _check(self, user: _Subject, key: _Subject, a: _Subject, b: _Subject | None,
+               tokens: int, cost: int, now: float) -> tuple[float, float]:
+        """Raise the error of the first limit the request would break; return
+        the tokens to reserve in a's and b's tpm buckets."""
         # Calendar quotas first: when both kinds are hit, "not before midnight"
         # is the answer that saves the client pointless retries.
         if user.quota is not None:
-            which = usage.breach(user.quota, tokens, cost)
+            which = user.usage.breach(user.quota, tokens, cost)
             if which is not None:
                 raise self._quota_error(which, user, tokens, cost, now, user, key, a, b)
         if key.quota is not None:
-            which = kusage.breach(key.quota, tokens, cost)
+            which = key.usage.breach(key.quota, tokens, cost)
             if which is not None:
                 raise self._quota_error(which, key, tokens, cost, now, user, key, a, b)
-
         cap = key.max_concurrent
         if cap is not None and key.inflight >= cap:
             raise self._concurrency_error(now, user, key, a, b)
+        need_a = self._check_buckets(a, tokens, now, user, key, a, b)
+        need_b = self._check_buckets(b, tokens, now, user, key, a, b) if b is not None else 0
+        return need_a, need_b
 
-        rpm_a = a.rpm
-        if rpm_a is not None and rpm_a.refill(now) + EPSILON < 1:
-            raise self._bucket_error(rpm_a, a, 1, "requests", now, user, key, a, b)
-        tpm_a = a.tpm
-        need_a = 0
-        if tpm_a is not None:
-            clamp = tpm_a.capacity or 1  # a zero bucket must still refuse a real request
-            need_a = tokens if tokens < clamp else clamp
-            if tpm_a.refill(now) + EPSILON < need_a:
-                raise self._bucket_error(tpm_a, a, need_a, "tokens", now, user, key, a, b)
-        rpm_b = tpm_b = None
-        need_b = 0
-        if b is not None:
-            rpm_b = b.rpm
-            if rpm_b is not None and rpm_b.refill(now) + EPSILON < 1:
-                raise self._bucket_error(rpm_b, b, 1, "requests", now, user, key, a, b)
-            tpm_b = b.tpm
-            if tpm_b is not None:
-                clamp = tpm_b.capacity or 1
-                need_b = tokens if tokens < clamp else clamp
-                if tpm_b.refill(now) + EPSILON < need_b:
-                    raise self._bucket_error(tpm_b, b, need_b, "tokens", now, user, key, a, b)
+    def _check_buckets(self, owner: _Subject, tokens: int, now: float, user: _Subject,
+                       key: _Subject, a: _Subject, b: _Subject | None) -> float:
+        rpm = owner.rpm
+        if rpm is not None and not rpm.can_take(1, now):
+            raise self._bucket_error(rpm, owner, 1, "requests", now, user, key, a, b)
+        tpm = owner.tpm
+        if tpm is None:
+            return 0
+        need = tpm.fit(tokens)
+        if not tpm.can_take(need, now):
+            raise self._bucket_error(tpm, owner, need, "tokens", now, user, key, a, b)
+        return need
 
-        # Every check passed: take everything at once. Counters are bumped in
-        # place rather than through QuotaUsage methods: this is the hot path.
-        user.inflight += 1
-        usage.requests_day += 1
-        usage.tokens_day += tokens
-        usage.cost_month += cost
-        key.inflight += 1
-        kusage.requests_day += 1
-        kusage.tokens_day += tokens
-        kusage.cost_month += cost
-
-        r = Reservation()
-        r.user = user
-        r.key = key
-        r.tpm_a = tpm_a
-        r.reserved_a = need_a
-        r.tpm_b = tpm_b
-        r.reserved_b = need_b
-        r.tokens = tokens
-        r.cost_nano = cost
-        r.day = day
-        r.month = month
-        r.open = True
-
-        # Header numbers, inline for the usual one-bucket case.
-        if rpm_a is not None:
-            level = rpm_a.level = rpm_a.level - 1
-            r.limit_requests = rpm_a.capacity
-            r.remaining_requests = int(level + EPSILON) if level > 0 else 0
-            r.reset_requests = (rpm_a.capacity - level) / rpm_a.rate
+    def _header_numbers(self, r: Reservation, now: float, user: _Subject, key: _Subject,
+                        a: _Subject, b: _Subject | None) -> None:
+        """The x-ratelimit-* numbers as of this admission: a's buckets, then
+        whatever has less left (b's buckets, the calendar quotas)."""
+        if a.rpm is not None:
+            r.limit_requests, r.remaining_requests, r.reset_requests = a.rpm.header_numbers()
         else:
-            r.limit_requests = None
-            r.remaining_requests = 0
-            r.reset_requests = 0.0
-        if tpm_a is not None:
-            level = tpm_a.level = tpm_a.level - need_a
-            r.limit_tokens = tpm_a.capacity
-            r.remaining_tokens = int(level + EPSILON) if level > 0 else 0
-            missing = tpm_a.capacity - level
-            r.reset_tokens = missing / tpm_a.rate if missing > 0 < tpm_a.rate else 0.0
+            r.limit_requests, r.remaining_requests, r.reset_requests = None, 0, 0.0
+        if a.tpm is not None:
+            r.limit_tokens, r.remaining_tokens, r.reset_tokens = a.tpm.header_numbers()
         else:
-            r.limit_tokens = None
-            r.remaining_tokens = 0
-            r.reset_tokens = 0.0
-        if rpm_b is not None:
-            rpm_b.level -= 1
-        if tpm_b is not None:
-            tpm_b.level -= need_b
+            r.limit_tokens, r.remaining_tokens, r.reset_tokens = None, 0, 0.0
         if b is not None or user.quota is not None or key.quota is not None:
             self._tighten(r, now, user, key, b)
-        return r
 
     def settle(self, reservation: Reservation, *, tokens: int, cost: float) -> None:
         r = reservation
@@ -385,9 +350,9 @@ class Limiter:
         per-minute bucket OpenAI's headers describe)."""
         if b is not None:
             if b.rpm is not None:
-                _tighten_requests(r, *_bucket_numbers(b.rpm))
+                _tighten_requests(r, *b.rpm.header_numbers())
             if b.tpm is not None:
-                _tighten_tokens(r, *_bucket_numbers(b.tpm))
+                _tighten_tokens(r, *b.tpm.header_numbers())
         cal = self._calendar
         for owner in (user, key):
             q = owner.quota
@@ -420,9 +385,9 @@ class Limiter:
                     if bucket is not None:
                         bucket.refill(now)
         if a.rpm is not None:
-            _tighten_requests(r, *_bucket_numbers(a.rpm))
+            _tighten_requests(r, *a.rpm.header_numbers())
         if a.tpm is not None:
-            _tighten_tokens(r, *_bucket_numbers(a.tpm))
+            _tighten_tokens(r, *a.tpm.header_numbers())
         self._tighten(r, now, user, key, b)
         return self.headers(r)
 
@@ -478,14 +443,46 @@ def _tighten_tokens(r: Reservation, limit: int, left: float, reset: float) -> No
         r.reset_tokens = reset
 
 
-def _bucket_numbers(bucket: TokenBucket) -> tuple[int, int, float]:
-    level = bucket.level
-    missing = bucket.capacity - level
-    return (
-        int(bucket.capacity),
-        int(level + EPSILON) if level > 0 else 0,
-        missing / bucket.rate if missing > 0 < bucket.rate else 0.0,
-    )
+def _take(user: _Subject, key: _Subject, a: _Subject, b: _Subject | None, need_a: float,
+          need_b: float, tokens: int, cost: int, day: int, month: int) -> Reservation:
+    """Every check passed: take from every limit at once and say what is held.
+    The buckets were refilled to now by the checks. Counters are bumped in
+    place rather than through QuotaUsage methods: this is the hot path."""
+    user.inflight += 1
+    usage = user.usage
+    usage.requests_day += 1
+    usage.tokens_day += tokens
+    usage.cost_month += cost
+    key.inflight += 1
+    usage = key.usage
+    usage.requests_day += 1
+    usage.tokens_day += tokens
+    usage.cost_month += cost
+    r = Reservation()
+    r.user = user
+    r.key = key
+    r.tpm_a = tpm_a = a.tpm
+    r.reserved_a = need_a
+    r.tokens = tokens
+    r.cost_nano = cost
+    r.day = day
+    r.month = month
+    r.open = True
+    if a.rpm is not None:
+        a.rpm.take(1)
+    if tpm_a is not None:
+        tpm_a.take(need_a)
+    if b is None:
+        r.tpm_b = None
+        r.reserved_b = 0
+    else:
+        r.tpm_b = b.tpm
+        r.reserved_b = need_b
+        if b.rpm is not None:
+            b.rpm.take(1)
+        if b.tpm is not None:
+            b.tpm.take(need_b)
+    return r
 
 
 def _min_set(plan_value, key_value):

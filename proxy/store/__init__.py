@@ -1,5 +1,12 @@
-"""SQLite storage: one writer thread, reader threads, schema migrations per feature."""
+"""Storage: the `Store` interface and its SQLite implementation.
 
-from .database import Database, register_migrations
+    interface.py   Store: reads, one write path, idempotent transactions
+    database.py    Database: SQLite, one writer thread, reader threads
+    migrations.py  the migration sets of the gateway, in the order they apply
+"""
 
-__all__ = ["Database", "register_migrations"]
+from .database import Database
+from .interface import Store
+from .migrations import gateway_migrations
+
+__all__ = ["Database", "Store", "gateway_migrations"]

@@ -3,6 +3,7 @@
     record.py        UsageRecord, the row the pipeline hands over
     tokens.py        token estimates when the upstream reports none
     recorder.py      UsageRecorder: queue → one transaction per batch; USAGE, setup(app)
+    spill.py         checked, fsynced JSON-lines appends; forgiving reads of the spill file
     schema.py        tables and indexes (migration set "bluesminds.usage")
     rollup.py        batch insert + rollup upsert, rebuild, latency percentiles
     stats.py         stats, logs and per-key queries (HTTP: proxy/routes/usage_routes.py)

@@ -19,9 +19,15 @@ Nothing is ever dropped:
   warning once per crossing, and `saturated` turns true so the gateway can shed
   load or report unhealthy; `queue_depth` is exported as a metric.
 - On shutdown every queued row is written before the database closes. If the
-  database keeps failing for `drain_timeout` seconds, the rows still queued are
+  database keeps failing for `drain_timeout` seconds (or refuses writes because
+  its file was deleted, which no wait can mend), the rows still queued are
   appended to a JSON-lines spill file beside the database, which the next start
-  loads and writes first.
+  loads and writes first, in one transaction keyed by the file's content, so a
+  crash between that commit and the file's removal cannot write it twice.
+- The spill is checked (see spill.py): the count logged as saved is the count
+  fsynced. Rows that even the spill cannot take (a full disk) stay in memory,
+  counted by `unsaved_rows`, and are logged at ERROR one JSON line each, the
+  last copy there is.
 """
 
 from __future__ import annotations
@@ -32,14 +38,15 @@ import os
 from collections import deque
 from typing import Awaitable, Callable
 
-import orjson
 from aiohttp import web
 
 from ..appkeys import CONFIG, STORE
 from ..config.snapshot import DatabaseSettings
-from ..store import Database
-from .record import COLUMNS, UsageRecord
+from ..errors import StoreUnavailable
+from ..store import Store
+from .record import UsageRecord
 from .rollup import DATA_ERRORS, write_batch, write_batch_salvaging
+from .spill import append_lines, append_rows, read_rows, row_json
 
 log = logging.getLogger("bluesminds.usage")
 
@@ -56,7 +63,7 @@ Sleep = Callable[[float], Awaitable[None]]
 class UsageRecorder:
     def __init__(
         self,
-        db: Database,
+        db: Store,
         *,
         settings: Callable[[], DatabaseSettings] = DatabaseSettings,
         spill_path: str | None = None,
@@ -78,6 +85,9 @@ class UsageRecorder:
         self._stopping = False
         self._stopped = False
         self._spilled_rows = 0  # rows at the queue head that came from the spill file
+        self._spill_key: str | None = None  # idempotency key of their import
+        self._spill_bad: list[bytes] = []  # lines of that file that were not rows
+        self._unsaved: list[UsageRecord] = []  # neither the database nor the spill took these
         self._over_soft_bound = False
         # Totals since start; flush() waits for `written` to reach `accepted`.
         self.accepted = 0
@@ -85,6 +95,9 @@ class UsageRecorder:
         self.batches = 0
         self.failed_batches = 0  # write attempts that failed
         self.rejected = 0  # rows the database refused, set aside in the rejected file
+        self.spilled = 0  # rows this process saved to the spill file
+        self.spill_failures = 0  # spill writes that could not save every row
+        self.spill_lines_skipped = 0  # lines of the loaded spill file that were not rows
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # -- hot path ------------------------------------------------------------
@@ -93,7 +106,8 @@ class UsageRecorder:
         if self._stopped:
             # A straggler after shutdown drained the queue: nothing will write it
             # to the database any more, so keep it in the spill file.
-            self._spill([rec])
+            if not self._spill([rec]):
+                self._report_unsaved([rec])
             return
         pending = self._pending
         pending.append(rec)
@@ -121,6 +135,15 @@ class UsageRecorder:
     def saturated(self) -> bool:
         return len(self._pending) > self._settings().queue_size
 
+    @property
+    def unsaved_rows(self) -> int:
+        """Rows held only in this process's memory (and the log): the disk took none of them."""
+        return len(self._unsaved)
+
+    @property
+    def store_problem(self) -> str | None:
+        return getattr(self._db, "problem", None)
+
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
@@ -135,10 +158,9 @@ class UsageRecorder:
             try:
                 await self._task
             except Exception:
-                log.exception("usage recorder failed; keeping its %d queued rows in %s",
-                              len(self._pending), self._spill_path)
-                self._spill(list(self._pending)[self._spilled_rows:])
-                self._pending.clear()
+                log.exception("usage recorder failed with %d rows queued", len(self._pending))
+                self._spill_queue("the recorder failed")
+        self._report_unsaved(self._unsaved)
         self._stopped = True
 
     async def flush(self) -> None:
@@ -180,27 +202,22 @@ class UsageRecorder:
             if self._spilled_rows:
                 count = self._spilled_rows  # the spill file goes in alone, then is deleted
             batch = [self._pending[i] for i in range(count)]
+            key = self._spill_key if self._spilled_rows else None
             try:
-                try:
-                    await self._db.write(lambda conn: write_batch(conn, batch))
-                except DATA_ERRORS as exc:
-                    self.failed_batches += 1
-                    refused = await self._db.write(lambda conn: write_batch_salvaging(conn, batch))
-                    self._reject(refused, exc)
+                await self._commit(batch, key)
             except Exception as exc:  # noqa: BLE001 - any other failure means "try again later"
                 self.failed_batches += 1
                 now = loop.time()
                 failing_since = now if failing_since is None else failing_since
-                if self._stopping and now - failing_since >= self._drain_timeout:
-                    log.error("usage rows could not be written during shutdown (%s); "
-                              "%d rows saved to %s", exc, len(self._pending), self._spill_path)
-                    # Rows loaded from the spill file are still in it.
-                    self._spill(list(self._pending)[self._spilled_rows:])
-                    self._pending.clear()
+                # A deleted database file does not come back by waiting.
+                hopeless = isinstance(exc, StoreUnavailable)
+                if self._stopping and (hopeless or now - failing_since >= self._drain_timeout):
+                    self._spill_queue(f"the database failed during shutdown ({exc})")
                     self._release_waiters(force=True)
                     return
-                log.warning("usage batch of %d rows failed (%s); retrying in %.2fs",
-                            count, exc, backoff)
+                log.log(logging.ERROR if hopeless else logging.WARNING,
+                        "usage batch of %d rows failed (%s); rows kept in memory, retrying in %.2fs",
+                        count, self.store_problem or exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
@@ -209,13 +226,32 @@ class UsageRecorder:
                 self._pending.popleft()
             if self._spilled_rows:
                 self._spilled_rows = 0
-                self._remove_spill_file()
+                self._spill_key = None
+                self._retire_spill_file()
             self.written += count
             self.batches += 1
             if self._over_soft_bound and len(self._pending) <= settings.queue_size:
                 self._over_soft_bound = False
                 log.info("usage queue back under database.queue_size (%d rows)", len(self._pending))
             self._release_waiters()
+
+    async def _commit(self, batch: list[UsageRecord], key: str | None) -> None:
+        """One transaction; with `key`, one that commits at most once ever."""
+        refused: list[tuple[UsageRecord, str]] = []
+
+        async def write(fn) -> None:
+            if key is None:
+                await self._db.write(fn)
+            elif not await self._db.write_once(key, fn):
+                log.warning("the spill file %s was already written before a restart; "
+                            "its rows are not written again", self._spill_path)
+
+        try:
+            await write(lambda conn: write_batch(conn, batch))
+        except DATA_ERRORS as exc:
+            self.failed_batches += 1
+            await write(lambda conn: refused.extend(write_batch_salvaging(conn, batch)))
+            self._reject(refused, exc)
 
     def _release_waiters(self, *, force: bool = False) -> None:
         still: list[tuple[int, asyncio.Future[None]]] = []
@@ -229,65 +265,99 @@ class UsageRecorder:
 
     # -- files beside the database ------------------------------------------
 
-    def _spill(self, records) -> None:
+    def _spill_queue(self, why: str) -> None:
+        """Move every queued row to the spill file (or, failing that, to `_unsaved`)."""
+        rows = list(self._pending)[self._spilled_rows:]  # rows loaded from the file are still in it
+        self._pending.clear()
+        self._spilled_rows = 0
+        saved = self._spill(rows)
+        if rows:
+            log.error("%s: %d usage rows queued; %d saved to %s, %d not saved",
+                      why, len(rows), saved, self._spill_path, len(rows) - saved)
+
+    def _spill(self, records: list[UsageRecord]) -> int:
+        """Append to the spill file; return how many rows it durably holds now.
+        The others are kept in `_unsaved`."""
         if not records:
-            return
+            return 0
         if self._spill_path is None:
-            log.error("%d usage rows lost: no spill file for an in-memory database", len(records))
+            saved, error = 0, "no spill file for an in-memory database"
+        else:
+            saved, error = append_rows(self._spill_path, records)
+        self.spilled += saved
+        if saved < len(records):
+            self.spill_failures += 1
+            self._unsaved.extend(records[saved:])
+            log.error("usage spill to %s saved %d of %d rows (%s); the other %d are kept in "
+                      "memory only", self._spill_path, saved, len(records), error,
+                      len(records) - saved)
+        return saved
+
+    def _report_unsaved(self, rows: list[UsageRecord]) -> None:
+        """Last resort for rows no file could take: the log, which often lives on
+        another disk (journald, a terminal). Each line is a row, ready to re-import."""
+        if not rows:
             return
-        _append_rows(self._spill_path, records)
+        log.error("%d usage rows could not be saved to the database or the spill file %s; "
+                  "they are lost when this process exits. Each follows as an "
+                  "'unsaved usage row:' line", len(rows), self._spill_path)
+        for rec in rows:
+            log.error("unsaved usage row: %s", row_json(rec).decode())
 
     def _reject(self, refused: list[tuple[UsageRecord, str]], cause: Exception) -> None:
         self.rejected += len(refused)
         for rec, reason in refused:
             log.error("usage row %s refused by the database (%s); kept in %s",
                       rec.request_id, reason, self._rejected_path or "the log only")
-        if self._rejected_path is None:
-            for rec, _ in refused:
-                log.error("refused usage row: %s", _row_json(rec).decode())
-        elif refused:
-            _append_rows(self._rejected_path, [rec for rec, _ in refused])
+        kept = 0
+        if self._rejected_path is not None and refused:
+            kept, error = append_rows(self._rejected_path, [rec for rec, _ in refused])
+            if kept < len(refused):
+                log.error("could not append to %s (%s)", self._rejected_path, error)
+        for rec, _ in refused[kept:]:
+            log.error("refused usage row: %s", row_json(rec).decode())
         if not refused:
             log.warning("usage batch failed (%s) but every row was accepted one by one", cause)
 
     def _load_spill(self) -> None:
         if self._spill_path is None or not os.path.exists(self._spill_path):
             return
-        loaded: list[UsageRecord] = []
-        with open(self._spill_path, "rb") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    loaded.append(UsageRecord(**orjson.loads(line)))
-                except (orjson.JSONDecodeError, TypeError) as exc:
-                    log.error("%s line %d is not a usage row (%s); skipped",
-                              self._spill_path, number, exc)
+        if not os.path.isfile(self._spill_path):
+            log.error("%s is not a regular file; no usage rows loaded from it", self._spill_path)
+            return
+        contents = read_rows(self._spill_path)
+        for number, _, why in contents.bad_lines:
+            log.error("%s line %d is not a usage row (%s); skipped, the other rows are kept",
+                      self._spill_path, number, why)
+        self.spill_lines_skipped += len(contents.bad_lines)
+        self._spill_bad = [raw for _, raw, _ in contents.bad_lines]
+        loaded = contents.rows
         self._pending.extendleft(reversed(loaded))
         self._spilled_rows = len(loaded)
+        self._spill_key = f"usage-spill:{contents.digest}"
         self.accepted += len(loaded)
         if not loaded:
-            self._remove_spill_file()
+            self._retire_spill_file()
         else:
-            log.info("loaded %d unwritten usage rows from %s", len(loaded), self._spill_path)
+            log.info("loaded %d unwritten usage rows from %s%s", len(loaded), self._spill_path,
+                     f" ({len(contents.bad_lines)} lines skipped)" if contents.bad_lines else "")
 
-    def _remove_spill_file(self) -> None:
+    def _retire_spill_file(self) -> None:
+        """Its rows are in the database; lines that were not rows go to a file
+        of their own for a person to look at, never silently away."""
+        if self._spill_bad:
+            corrupt = self._spill_path + ".corrupt"  # type: ignore[operator]
+            kept, error = append_lines(corrupt, [line + b"\n" for line in self._spill_bad])
+            if kept < len(self._spill_bad):
+                log.error("could not keep the %d unreadable spill lines in %s (%s); %s is "
+                          "left in place", len(self._spill_bad), corrupt, error, self._spill_path)
+                return
+            log.warning("%d unreadable lines of %s kept in %s", kept, self._spill_path, corrupt)
+            self._spill_bad = []
         try:
             os.remove(self._spill_path)  # type: ignore[arg-type]
         except FileNotFoundError:
             pass
-
-
-def _row_json(rec: UsageRecord) -> bytes:
-    return orjson.dumps(dict(zip(COLUMNS, rec.as_row())), default=repr)
-
-
-def _append_rows(path: str, records) -> None:
-    with open(path, "ab") as f:
-        for rec in records:
-            f.write(_row_json(rec) + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 from ..appkeys import USAGE  # noqa: E402  (every app key lives in appkeys)

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from ..store import register_migrations
-
 # Upper bounds (ms) of the latency buckets, about 1.5x apart from 10 ms to 3 min:
 # that is where LLM calls land, from a cached embedding to a long completion.
 # They are columns, so changing them needs a new migration.
@@ -37,7 +35,8 @@ SUM_COLUMNS: tuple[str, ...] = (
     "total_tokens", "cost_usd", "latency_ms_sum",
 ) + BUCKET_COLUMNS
 
-migrations = register_migrations(sqlite_utils.Migrations("bluesminds.usage"))
+# Applied by the store: listed in proxy/store/migrations.py.
+migrations = sqlite_utils.Migrations("bluesminds.usage")
 
 
 @migrations()
