@@ -72,7 +72,8 @@ def _rows_and_integrity(db_path: str) -> tuple[int, str]:
 async def _prepare(tmp_path):
     fake = await start_fake_upstream(name="u")
     harness = GatewayHarness.write(str(tmp_path / "cfg"), [upstream_entry("u", fake.url)],
-                                   database={"path": "gateway.db", "flush_interval": f"{int(FLUSH_S * 1000)}ms"})
+                                   database={"path": "gateway.db", "flush_interval": f"{int(FLUSH_S * 1000)}ms"},
+                                   server={"metrics": {"access": "open"}})
     from proxy.cli.accounts import create_user_and_key
 
     harness.user_id, harness.key = create_user_and_key(harness.db_path, "t@example.com", "correct horse battery",
