@@ -25,5 +25,6 @@ def gateway_migrations() -> tuple[sqlite_utils.Migrations, ...]:
     # Imported here, not at the top: the feature packages import the store.
     from ..auth.tables import migrations as auth
     from ..usage.schema import migrations as usage
+    from ..webhooks.outbox import migrations as webhooks
 
-    return (STORE, auth, usage)
+    return (STORE, auth, usage, webhooks)
