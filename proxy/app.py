@@ -26,7 +26,6 @@ from .config.build import load_config
 from .config.holder import ConfigHolder
 from .config.snapshot import MAX_BODY_CEILING
 from .errors import BodyTooLarge, GatewayError, MethodNotAllowed, NotFound, error_response
-from .limits import LIMITER
 from .routes import admin_routes, admin_users, auth_routes, keys_routes, openai_api, usage_routes
 from .routing.balancer import Balancer
 from .routing.health import HealthMonitor
@@ -121,7 +120,6 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         pool.max_body = new.server.max_upstream_body_bytes
         health.reconcile(new)
         balancer.reset()
-        app[LIMITER].forget_plans(new.plans)
         for name in old.upstream_by_name.keys() - new.upstream_by_name.keys():
             gauges.forget_upstream(name)
         for name in new.upstream_by_name.keys() - old.upstream_by_name.keys():

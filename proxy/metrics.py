@@ -90,12 +90,6 @@ class Metrics:
         counts[0] += prompt
         counts[1] += completion
 
-    def observe_usage(self, rec) -> None:
-        """Both of the above from one UsageRecord."""
-        self.observe_request(rec.route, rec.status, rec.served_model, rec.upstream,
-                             rec.latency_ms / 1000.0)
-        self.observe_tokens(rec.served_model, rec.prompt_tokens, rec.completion_tokens)
-
     def limiter_rejected(self, kind: str) -> None:
         rejections = self._traffic.rejections
         rejections[kind] = rejections.get(kind, 0) + 1

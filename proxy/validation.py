@@ -22,6 +22,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from . import bodies
 from .appkeys import CONFIG
+from .config.source import format_path
 from .errors import InvalidRequest, UnknownParameter
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas" / "api"
@@ -102,11 +103,7 @@ def _coerce(value: str, schema: dict[str, Any]) -> Any:
 
 
 def _field(path: Any, name: str | int | None = None) -> str:
-    parts = list(path) + ([] if name is None else [name])
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
+    return format_path([*path, *(() if name is None else (name,))])
 
 
 def _to_invalid_request(error: ValidationError) -> InvalidRequest:

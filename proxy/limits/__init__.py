@@ -22,7 +22,7 @@ from typing import AsyncIterator, Awaitable, Callable, Iterable, Union
 
 from aiohttp import web
 
-from ..appkeys import CLOCK, LIMITER, STORE
+from ..appkeys import CLOCK, CONFIG, LIMITER, STORE
 from .bucket import TokenBucket
 from .headers import DurationFormatter, rate_limit_headers
 from .interface import Hold, RateLimiter
@@ -51,6 +51,8 @@ def setup(app: web.Application, *, load_totals: TotalsLoader | None = None) -> N
     earlier cleanup context when a loader is given."""
     limiter = Limiter(clock=app.get(CLOCK, time.time))
     app[LIMITER] = limiter
+    # Buckets of plans that a reload removed or changed start afresh; the others carry over.
+    app[CONFIG].subscribe(lambda old, new: limiter.forget_plans(new.plans))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         if load_totals is not None:
