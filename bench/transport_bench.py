@@ -141,7 +141,7 @@ async def measure(urls: dict[str, str], seconds: float, reps: int, concurrency: 
 
 
 def report(best: dict) -> str:
-    lines = [f"| body | client | req/s | CPU µs/req |", "| --- | --- | ---: | ---: |"]
+    lines = ["| body | client | req/s | CPU µs/req |", "| --- | --- | ---: | ---: |"]
     for size, rows in best.items():
         for name, row in rows.items():
             lines.append(f"| {size} | {name} | {row['rps']:,.0f} | {row['cpu_us']:,.0f} |")

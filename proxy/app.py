@@ -31,7 +31,8 @@ from .routing.balancer import Balancer
 from .routing.health import HealthMonitor
 from .routing.retry import RetryBudget
 from .store import Database
-from .upstream.forward import FORWARDER, Forwarder
+from .upstream.forward import Forwarder
+from .appkeys import FORWARDER
 from .upstream.http1 import ConnectionPool
 from .usage import quota_totals
 from .usage import recorder as usage_recorder

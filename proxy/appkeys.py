@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .config.watcher import ConfigWatcher
     from .gateway.request_ids import RequestIds
     from .limits.limiter import Limiter
-    from .metrics import Metrics
+    from .metrics import Metrics, MetricsListener
     from .routes.admin_routes import FleetEvents
     from .routing.balancer import Balancer
     from .routing.health import HealthMonitor
@@ -46,6 +46,7 @@ LIMITER: web.AppKey["Limiter"] = web.AppKey("limiter", object)
 FORWARDER: web.AppKey["Forwarder"] = web.AppKey("forwarder", object)
 USAGE: web.AppKey["UsageRecorder"] = web.AppKey("usage_recorder", object)
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics", object)
+METRICS_LISTENER: web.AppKey["MetricsListener"] = web.AppKey("metrics_listener", object)
 
 # -- upstreams ----------------------------------------------------------------
 # The one client to upstreams: /v1 traffic and health probes both go through it.

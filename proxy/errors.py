@@ -5,7 +5,9 @@
     │   ├── UnknownParameter    400
     │   └── ConfigRejected      400   an admin config change that failed to build
     ├── MethodNotAllowed        405   a known path with another method; Allow header set
+    ├── RequestTimeout          408   the client stopped sending its body (server.timeouts.body)
     ├── BodyTooLarge            413
+    ├── UnsupportedMediaType    415   a Content-Encoding the config does not accept
     ├── AuthenticationFailed    401   missing, wrong, expired or revoked key/session
     ├── PermissionDenied        403   scope, model allow-list, admin-only route
     ├── NotFound                404
@@ -21,6 +23,8 @@
     ├── NoHealthyUpstream       503   nothing can serve the model right now
     ├── StoreUnavailable        503   the database refuses writes (its file was deleted)
     └── UpstreamTimeout         504
+
+    PortInUse                         not HTTP: `serve` could not bind; the CLI prints it as one line
 
 Handlers raise; `error_response` turns any of these into the JSON body that the
 official SDKs parse. Messages name what is wrong and what to do, never a secret.
@@ -92,9 +96,27 @@ class ConfigRejected(InvalidRequest):
 
 
 class MethodNotAllowed(GatewayError):
+    """405: the route exists, the method does not; `Allow` lists what does."""
+
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class RequestTimeout(GatewayError):
+    """408: the client stopped sending its body for longer than server.timeouts.body."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class UnsupportedMediaType(GatewayError):
+    """415: a request body in a Content-Encoding the config does not accept."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_content_encoding"
 
 
 class BodyTooLarge(GatewayError):
@@ -252,33 +274,6 @@ def error_response(exc: GatewayError, extra_headers: dict[str, str] | None = Non
         content_type="application/json",
         headers=headers,
     )
-
-
-# -- added for the intake (body reader, server); the integrator files them into the tree above ------
-
-
-class MethodNotAllowed(GatewayError):
-    """405: the route exists, the method does not; `Allow` lists what does."""
-
-    status = 405
-    type = "invalid_request_error"
-    code = "method_not_allowed"
-
-
-class RequestTimeout(GatewayError):
-    """408: the client stopped sending its body for longer than server.timeouts.body."""
-
-    status = 408
-    type = "invalid_request_error"
-    code = "request_timeout"
-
-
-class UnsupportedMediaType(GatewayError):
-    """415: a request body in a Content-Encoding the config does not accept."""
-
-    status = 415
-    type = "invalid_request_error"
-    code = "unsupported_content_encoding"
 
 
 class PortInUse(Exception):

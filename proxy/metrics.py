@@ -34,9 +34,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .appkeys import CONFIG, HEALTH
+from .appkeys import CONFIG, HEALTH, METRICS, METRICS_LISTENER, USAGE
 from .errors import NotFound, PortInUse
-from .usage.recorder import USAGE
 
 log = logging.getLogger("bluesminds")
 
@@ -227,10 +226,8 @@ class _UsageCollector(Collector):
         return []
 
 
-from .appkeys import METRICS  # noqa: E402  (every app key lives in appkeys)
 
 
-METRICS_LISTENER: web.AppKey["MetricsListener"] = web.AppKey("metrics_listener", object)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

@@ -8,6 +8,14 @@ from .gateway_harness import GatewayHarness, upstream_entry
 
 
 @pytest.fixture
+async def fake():
+    """One fake upstream named a on a free port."""
+    upstream = await start_fake_upstream(name="a")
+    yield upstream
+    await upstream.stop()
+
+
+@pytest.fixture
 async def upstreams():
     """Three fake upstreams named a, b, c on free ports."""
     fakes = [await start_fake_upstream(name=name) for name in ("a", "b", "c")]

@@ -10,18 +10,10 @@ import aiohttp
 import orjson
 import pytest
 
-from proxy.fake_upstream import start_fake_upstream
 
 from .gateway_harness import GatewayHarness, upstream_entry
 
 CHAT = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
-
-
-@pytest.fixture
-async def fake():
-    upstream = await start_fake_upstream(name="a")
-    yield upstream
-    await upstream.stop()
 
 
 async def gateway_with(tmp_path, fake, access_log: bool) -> GatewayHarness:

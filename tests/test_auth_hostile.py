@@ -10,7 +10,7 @@ import secrets
 import aiohttp
 import pytest
 
-from proxy.auth import AUTHENTICATOR, HASHER
+from proxy.appkeys import AUTHENTICATOR, HASHER
 from proxy.fake_upstream import start_fake_upstream
 
 from .gateway_harness import GatewayHarness, upstream_entry

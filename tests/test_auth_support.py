@@ -11,7 +11,7 @@ from aiohttp import web
 
 from proxy.app import gateway_middleware
 from proxy.appkeys import CLOCK, CONFIG, STORE
-from proxy.auth import AUTHENTICATOR, HASHER
+from proxy.appkeys import AUTHENTICATOR, HASHER
 from proxy.auth import setup as setup_auth
 from proxy.config.snapshot import (
     AdminSettings,

@@ -13,7 +13,6 @@ import orjson
 import pytest
 
 from proxy.appkeys import CONFIG
-from proxy.fake_upstream import start_fake_upstream
 
 from .gateway_harness import GatewayHarness, upstream_entry
 
@@ -37,13 +36,6 @@ def gzip_bomb() -> bytes:
     member compressed once and repeated, which is valid gzip and quick to build)."""
     member = gzip_bytes(bytes(64 * 1024 * 1024))
     return member * 16
-
-
-@pytest.fixture
-async def fake():
-    upstream = await start_fake_upstream(name="a")
-    yield upstream
-    await upstream.stop()
 
 
 async def gateway_with(tmp_path, fake, **server) -> GatewayHarness:

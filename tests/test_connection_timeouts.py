@@ -13,20 +13,12 @@ import pytest
 from proxy.config.build import load_config
 from proxy.config.snapshot import ServerTimeouts
 from proxy.config.source import ConfigError
-from proxy.fake_upstream import start_fake_upstream
 
 from .gateway_harness import GatewayHarness, upstream_entry
 
 SHORT = 0.3
 LONG = "60s"
 BOUND = 10.0  # seconds a close may take before the test gives up
-
-
-@pytest.fixture
-async def fake():
-    upstream = await start_fake_upstream(name="a")
-    yield upstream
-    await upstream.stop()
 
 
 async def gateway_with(tmp_path, fake, **timeouts) -> GatewayHarness:

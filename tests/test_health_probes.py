@@ -11,7 +11,7 @@ from proxy.appkeys import CONFIG, HEALTH, TRANSPORT
 from proxy.config import load_config
 from proxy.fake_upstream import start_fake_upstream
 from proxy.routing.health import HealthMonitor
-from proxy.upstream.forward import FORWARDER
+from proxy.appkeys import FORWARDER
 from proxy.upstream.http1 import ConnectionPool
 
 from .gateway_harness import GatewayHarness, upstream_entry

@@ -11,7 +11,7 @@ import openai
 import orjson
 import pytest
 
-from proxy.usage.recorder import USAGE
+from proxy.appkeys import USAGE
 
 from .gateway_harness import GatewayHarness, upstream_entry
 

@@ -25,8 +25,14 @@ class Clock:
 
 
 class Holder:
+    """The live config as the limiter sees it: the current snapshot and reload listeners."""
+
     def __init__(self, snapshot: Snapshot) -> None:
         self.current = snapshot
+        self.listeners = []
+
+    def subscribe(self, listener) -> None:
+        self.listeners.append(listener)
 
 
 @web.middleware
@@ -134,6 +140,7 @@ async def test_loader_may_be_sync_or_async(aiohttp_client, tmp_path, sync):
     seen = []
     app = web.Application()
     app[CLOCK] = Clock()
+    app[CONFIG] = Holder(None)
     app[STORE] = object()  # the loader only hands it on
 
     def sync_loader(db, now):

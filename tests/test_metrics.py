@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy import metrics as metrics_module
 from proxy.appkeys import HEALTH
 from proxy.errors import PortInUse
-from proxy.fake_upstream import start_fake_upstream
-from proxy.metrics import METRICS, METRICS_LISTENER, Metrics
-from proxy.usage import USAGE
+from proxy.metrics import Metrics
+from proxy.appkeys import METRICS, METRICS_LISTENER
+from proxy.appkeys import USAGE
 
 from .gateway_harness import GatewayHarness, upstream_entry
 
@@ -143,13 +143,6 @@ def test_client_chosen_model_names_cannot_grow_the_series_without_bound(monkeypa
 
 ADMIN_ENV = "BLUESMINDS_METRICS_TEST_ADMIN_KEY"
 ADMIN_KEY = "admin-key-for-metrics-tests"
-
-
-@pytest.fixture
-async def fake():
-    upstream = await start_fake_upstream(name="a")
-    yield upstream
-    await upstream.stop()
 
 
 async def metrics_gateway(tmp_path, monkeypatch, fake, **metrics) -> GatewayHarness:

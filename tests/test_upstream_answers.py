@@ -8,7 +8,7 @@ import aiohttp
 import orjson
 import pytest
 
-from proxy.appkeys import CONFIG, FORWARDER, HEALTH, TRANSPORT
+from proxy.appkeys import CONFIG, HEALTH, TRANSPORT
 from proxy.fake_upstream import start_fake_upstream
 
 from .canned_upstream import CannedUpstream

@@ -18,7 +18,8 @@ from proxy.config.snapshot import (
     Snapshot,
 )
 from proxy.store import Database
-from proxy.usage import USAGE, UsageRecord, UsageRecorder
+from proxy.usage import UsageRecord, UsageRecorder
+from proxy.appkeys import USAGE
 from proxy.usage import setup as usage_setup
 from proxy.usage.recorder import FIRST_BACKOFF, spill_path_for
 

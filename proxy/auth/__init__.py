@@ -15,15 +15,14 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from ..appkeys import CLOCK, STORE
-from .authenticator import AUTHENTICATOR, Authenticator
+from ..appkeys import AUTHENTICATOR, CLOCK, HASHER, LOGIN_THROTTLE, SIGNUP_THROTTLE, STORE
+from .authenticator import Authenticator
+from .client_address import client_address
 from .management import Caller, identify, require_account, require_admin, require_user
-from .passwords import HASHER, Hasher
+from .passwords import Hasher
 from .principal import SCOPES, KeyLimits, Principal
 from .sessions import prune_sessions
-from .client_address import client_address
-from .throttle import LOGIN_THROTTLE, SIGNUP_THROTTLE, LoginThrottle
-from . import tables as _tables  # noqa: F401  (registers the schema)
+from .throttle import LoginThrottle
 
 log = logging.getLogger("bluesminds.auth")
 

@@ -22,7 +22,6 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
-from aiohttp import web
 
 from ..config.snapshot import Snapshot
 from ..errors import AuthenticationFailed, RateLimited
@@ -356,4 +355,3 @@ def _bounded_put(table: dict, key: object, value: object, limit: int) -> None:
         del table[next(iter(table))]
 
 
-from ..appkeys import AUTHENTICATOR  # noqa: E402  (every app key lives in appkeys)

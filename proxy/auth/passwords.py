@@ -13,7 +13,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
-from aiohttp import web
 
 from ..config.snapshot import AuthSettings
 from ..errors import InvalidRequest
@@ -107,4 +106,3 @@ class Hasher:
         self._pool.shutdown(wait=True)
 
 
-from ..appkeys import HASHER  # noqa: E402  (every app key lives in appkeys)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Callable, Iterable
 
-from aiohttp import web
 
 from ..errors import RateLimited
 
@@ -87,4 +86,3 @@ class LoginThrottle:
         return window
 
 
-from ..appkeys import LOGIN_THROTTLE, SIGNUP_THROTTLE  # noqa: E402  (every app key lives in appkeys)

@@ -24,7 +24,7 @@ from typing import AsyncIterator, Awaitable, Callable, Iterable
 import watchfiles
 from aiohttp import web
 
-from ..appkeys import CONFIG
+from ..appkeys import CONFIG, WATCHER
 from .holder import ConfigHolder
 from .source import managed_file_for
 
@@ -193,7 +193,6 @@ def _folder_of(path: str) -> str:
     return os.path.realpath(os.path.dirname(os.path.abspath(path)))
 
 
-from ..appkeys import WATCHER  # noqa: E402  (every app key lives in appkeys)
 
 
 def setup(app: web.Application) -> None:

@@ -12,7 +12,7 @@ from aiohttp import web
 from .faults import LANDING, _apply_fault, _drop, _error, parse_fault
 from .payloads import (DEFAULT_MODELS, _BadRequest, _Builder, _chat, _completions, _embeddings, _models,
                        _precompute)
-from .state import CONFIG_KEY, STATE_KEY, _Config, _State
+from .state import CONFIG_KEY, STATE_KEY, _State
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 

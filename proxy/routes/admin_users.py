@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..appkeys import STORE
-from ..auth import AUTHENTICATOR
+from ..appkeys import AUTHENTICATOR
 from ..auth.management import now_of, reply, require_user, snapshot_of
 from ..auth.sessions import revoke_user_sessions
 from ..auth.users import (

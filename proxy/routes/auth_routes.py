@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 
 from ..appkeys import STORE
-from ..auth import AUTHENTICATOR, HASHER, LOGIN_THROTTLE, SIGNUP_THROTTLE
+from ..appkeys import AUTHENTICATOR, HASHER, LOGIN_THROTTLE, SIGNUP_THROTTLE
 from ..auth.client_address import client_address
 from ..auth.management import (
     check_same_origin,

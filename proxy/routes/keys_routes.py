@@ -7,7 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..appkeys import STORE
-from ..auth import AUTHENTICATOR, HASHER
+from ..appkeys import AUTHENTICATOR, HASHER
 from ..auth.keys import (
     ApiKey,
     check_settings,

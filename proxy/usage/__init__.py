@@ -12,7 +12,8 @@
 
 from .quota_totals import load_window_totals, window_totals
 from .record import UsageRecord
-from .recorder import USAGE, UsageRecorder, setup
+from .recorder import UsageRecorder, setup
+from ..appkeys import USAGE
 from .rollup import rebuild_rollups, write_batch
 from .stats import key_stats
 from .tokens import estimate_prompt_tokens, estimate_text_tokens

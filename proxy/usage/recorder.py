@@ -40,7 +40,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from ..appkeys import CONFIG, STORE
+from ..appkeys import CONFIG, STORE, USAGE
 from ..config.snapshot import DatabaseSettings
 from ..errors import StoreUnavailable
 from ..store import Store
@@ -360,7 +360,6 @@ class UsageRecorder:
             pass
 
 
-from ..appkeys import USAGE  # noqa: E402  (every app key lives in appkeys)
 
 
 def spill_path_for(db_path: str) -> str | None:
