@@ -24,11 +24,11 @@ def _load(tmp_path, webhooks: str, environ: dict | None = None):
 
 
 def test_a_complete_section_builds(tmp_path):
-    snapshot = _load(tmp_path, f"""  encryption_key_env: WK
+    snapshot = _load(tmp_path, """  encryption_key_env: WK
   allow_networks: [10.0.0.0/8, "::1"]
   timeout: 5s
   endpoints:
-    - {{name: ops, url: "https://ops.example.com/hook", events: [upstream.down], secret_env: OPS}}
+    - {name: ops, url: "https://ops.example.com/hook", events: [upstream.down], secret_env: OPS}
 """, {"WK": KEY, "OPS": SECRET})
     settings = snapshot.webhooks
     assert settings.encryption_key == b"k" * 32 and settings.timeout == 5.0
