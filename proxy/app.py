@@ -3,8 +3,9 @@
 Lifecycle (aiohttp cleanup_ctx; teardown runs in reverse, and only for the
 parts whose setup finished):
   store → limiter (seeded from stored usage) → upstream client, health,
-  balancer → usage recorder → authenticator → health probes → config watcher
-so on shutdown the watcher and probes stop first, in-flight usage is flushed
+  balancer → usage recorder → authenticator → webhooks → health probes → config watcher
+so on shutdown the watcher and probes stop first, webhook delivery stops (what
+was in flight stays due in the outbox), in-flight usage is flushed
 while the database is still open, and the database closes last.
 """
 
@@ -36,6 +37,8 @@ from .appkeys import FORWARDER
 from .upstream.http1 import ConnectionPool
 from .usage import quota_totals
 from .usage import recorder as usage_recorder
+from .webhooks import lifecycle as webhooks_lifecycle
+from .webhooks import routes as webhooks_routes
 
 log = logging.getLogger("bluesminds")
 
@@ -166,6 +169,7 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     metrics.setup(app)
     usage_recorder.setup(app)
     auth_setup(app)
+    webhooks_lifecycle.setup(app)
     app.cleanup_ctx.append(_probes_ctx)
     if watch:
         watcher.setup(app)
@@ -176,6 +180,7 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     admin_users.setup(app)
     admin_routes.setup(app)
     usage_routes.setup(app)
+    webhooks_routes.setup(app)
     app.router.add_get("/healthz", healthz)
     return app
 

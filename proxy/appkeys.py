@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .upstream.forward import Forwarder
     from .upstream.transport import Transport
     from .usage.recorder import UsageRecorder
+    from .webhooks.lifecycle import Webhooks
 
 # -- core: config, clock, storage --------------------------------------------
 CONFIG: web.AppKey["ConfigHolder"] = web.AppKey("config", object)
@@ -58,3 +59,6 @@ RETRY_BUDGET: web.AppKey["RetryBudget"] = web.AppKey("retry_budget", object)
 # -- admin ---------------------------------------------------------------------
 EVENTS: web.AppKey["FleetEvents"] = web.AppKey("fleet_events", object)
 SERVERS_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("admin_servers_lock", asyncio.Lock)
+
+# -- outbound webhooks -------------------------------------------------------------
+WEBHOOKS: web.AppKey["Webhooks"] = web.AppKey("webhooks", object)

@@ -22,6 +22,7 @@
     │   └── UpstreamResponseTooLarge 502  the answer exceeds the configured cap; not the upstream's fault
     ├── NoHealthyUpstream       503   nothing can serve the model right now
     ├── StoreUnavailable        503   the database refuses writes (its file was deleted)
+    ├── FeatureUnavailable      503   a feature the operator has not configured
     └── UpstreamTimeout         504
 
     PortInUse                         not HTTP: `serve` could not bind; the CLI prints it as one line
@@ -242,6 +243,14 @@ class StoreUnavailable(GatewayError):
     status = 503
     type = "server_error"
     code = "store_unavailable"
+
+
+class FeatureUnavailable(GatewayError):
+    """503: a feature the operator has not configured (webhooks without their encryption key)."""
+
+    status = 503
+    type = "server_error"
+    code = "feature_unavailable"
 
 
 class UpstreamTimeout(GatewayError):

@@ -19,6 +19,7 @@ import orjson
 
 from ..config.snapshot import PlanConfig, Snapshot
 from ..errors import Conflict, InvalidRequest, NotFound
+from ..webhooks.outbox import emit
 from .principal import SCOPES, KeyLimits
 from .tables import record_event
 from .users import User, user_by_id
@@ -219,7 +220,14 @@ def insert_key(
     )
     key_id = cursor.lastrowid
     text = _insert_secret(conn, key_id, secret, secret_hash, now)
-    return get_key(conn, key_id, now), text
+    key = get_key(conn, key_id, now)
+    emit(conn, "key.created", _event(key), now=now, account_id=user_id)
+    return key, text
+
+
+def _event(key: ApiKey) -> dict[str, Any]:
+    # Thin: the key's id and public prefix, never its secret.
+    return {"key_id": key.id, "prefix": KEY_PREFIX + key.lookup_id, "name": key.name}
 
 
 def _insert_secret(
@@ -254,9 +262,11 @@ def revoke_key(conn: sqlite3.Connection, key_id: int, now: float) -> ApiKey:
     cursor = conn.execute(
         "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, key_id)
     )
+    key = _existing(conn, key_id, now)
     if cursor.rowcount:
         record_event(conn, "key", key_id, now)
-    return _existing(conn, key_id, now)
+        emit(conn, "key.revoked", _event(key), now=now, account_id=key.user_id)
+    return key
 
 
 def rotate_key(
@@ -280,7 +290,10 @@ def rotate_key(
     )
     text = _insert_secret(conn, key_id, secret, secret_hash, now)
     record_event(conn, "key", key_id, now)
-    return _existing(conn, key_id, now), text
+    rotated = _existing(conn, key_id, now)
+    emit(conn, "key.rotated", {**_event(rotated), "previous_key_expires_at": int(retire_at)},
+         now=now, account_id=rotated.user_id)
+    return rotated, text
 
 
 def _existing(conn: sqlite3.Connection, key_id: int, now: float) -> ApiKey:

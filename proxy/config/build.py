@@ -17,7 +17,7 @@ from . import schema
 from .snapshot import (
     WILDCARD, AdminSettings, AuthSettings, DatabaseSettings, HealthSettings, ModelConfig,
     MAX_BODY_CEILING, MetricsSettings, PlanConfig, Pricing, RetrySettings, RoutingRule, ServerSettings,
-    ServerTimeouts, Snapshot, Timeouts, UpstreamConfig,
+    ServerTimeouts, Snapshot, Timeouts, UpstreamConfig, WebhookEndpointConfig, WebhookSettings,
 )
 from .source import ConfigError, ConfigProblem, Source, managed_file_for, read_source
 from .units import parse_duration, parse_size
@@ -97,6 +97,7 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
         b.problem(("auth", "default_plan"), f"plan '{auth.default_plan}' is not defined in plans "
                   f"(defined: {', '.join(sorted(plans))})", auth.default_plan, True)
     routing = _build_routing(b, d.get("routing") or [], by_name)
+    webhooks = build_webhooks(b, d.get("webhooks") or {})
 
     if b.problems:
         raise ConfigError(b.problems)
@@ -104,7 +105,7 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
         server=server, database=database, admin=admin, auth=auth, health=health, retry=retry,
         upstreams=tuple(upstreams), models=models, plans=plans, routing=tuple(routing),
         model_lookup=model_lookup, upstream_by_name=by_name, digest=digest_of(source),
-        files=tuple(source.files), managed_file=managed_file_for(path),
+        files=tuple(source.files), managed_file=managed_file_for(path), webhooks=webhooks,
     )
     return snapshot, b.warnings
 
@@ -310,3 +311,49 @@ def build_server(b: _Builder, raw: Mapping[str, Any]) -> ServerSettings:
         raw["metrics"] = _settings(MetricsSettings, m)
     return _settings(ServerSettings, raw, rename={"max_body": "max_body_bytes",
                                                  "max_upstream_body": "max_upstream_body_bytes"})
+
+
+def build_webhooks(b: _Builder, raw: Mapping[str, Any]) -> WebhookSettings:
+    # Imported here: the webhooks package imports the config, not the other way round.
+    from ..webhooks.secrets import BadKey, parse_key
+    from ..webhooks.signing import BadSecret, secret_key
+
+    networks = []
+    for i, text in enumerate(raw.get("allow_networks") or ()):
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            b.problem(("webhooks", "allow_networks", i),
+                      "not an IP address or CIDR network (such as 10.0.0.0/8 or ::1)", text, True)
+    allow_http = bool(raw.get("allow_http", False))
+    key_env = raw.get("encryption_key_env")
+    key = None
+    text = b.secret(("webhooks", "encryption_key_env"), key_env)
+    if text is not None:
+        try:
+            key = parse_key(text)
+        except BadKey as exc:
+            b.problem(("webhooks", "encryption_key_env"), f"environment variable {key_env} {exc}")
+    endpoints, seen = [], set()
+    for i, spec in enumerate(raw.get("endpoints") or ()):
+        path = ("webhooks", "endpoints", i)
+        url = spec["url"]
+        name = spec.get("name", url)
+        if name in seen:
+            b.problem(path + ("name",), f"two webhook endpoints are named {name!r}; names must differ", name, True)
+        seen.add(name)
+        if url.startswith("http://") and not allow_http:
+            b.problem(path + ("url",), "must use https; set webhooks.allow_http to allow plain http", url, True)
+        secret = b.secret(path + ("secret_env",), spec["secret_env"])
+        if secret is not None:
+            try:
+                secret_key(secret)
+            except BadSecret as exc:
+                b.problem(path + ("secret_env",), f"environment variable {spec['secret_env']}: {exc}")
+        endpoints.append(WebhookEndpointConfig(name=name, url=url, events=tuple(spec["events"]),
+                                               secret_env=spec["secret_env"], secret=secret or ""))
+    return _settings(WebhookSettings, {k: v for k, v in raw.items()
+                                       if k in ("timeout", "poll_interval", "max_endpoints_per_account")},
+                     durations=("timeout", "poll_interval"), endpoints=tuple(endpoints),
+                     allow_networks=tuple(networks), allow_http=allow_http,
+                     encryption_key_env=key_env, encryption_key=key)

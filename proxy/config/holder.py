@@ -13,6 +13,7 @@ upstreams and plans. Every applied reload's diff is logged and kept.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -22,7 +23,7 @@ from typing import Awaitable, Callable
 from .build import build_snapshot
 from .diff import config_diff, describe
 from .snapshot import Snapshot
-from .source import ConfigError, ConfigProblem, read_source
+from .source import ConfigError, ConfigProblem, config_files, read_source
 
 log = logging.getLogger("bluesminds.config")
 
@@ -55,6 +56,9 @@ class ConfigHolder:
         self._environ = environ
         self._listeners: list[Listener] = []
         self._checks: list[Check] = []
+        # Called after a rejected reload with (content digest, version still serving,
+        # number of problems); the digest lets a listener tell new bad content from old.
+        self.on_reject: list[Callable[[str, int, int], None]] = []
         self._lock = asyncio.Lock()
 
     def subscribe(self, listener: Listener) -> None:
@@ -70,13 +74,18 @@ class ConfigHolder:
         environ = os.environ if self._environ is None else self._environ
         return build_snapshot(read_source(self.path), self.path, environ=environ)
 
-    def _reject(self, error: ConfigError, reason: str) -> ReloadResult:
+    def _reject(self, error: ConfigError, reason: str, digest: str) -> ReloadResult:
         self.failed_reloads += 1
         self.last_error = str(error)
         self.last_error_at = self._clock()
         for problem in error.problems:
             log.error("config reload rejected (%s), keeping version %d: %s",
                       reason, self.version, problem)
+        for listener in self.on_reject:
+            try:
+                listener(digest, self.version, len(error.problems))
+            except Exception:
+                log.exception("config reject listener failed")
         return ReloadResult(False, self.version, self.current.digest, self.last_error)
 
     async def _checked(self, snapshot: Snapshot) -> ConfigError | None:
@@ -91,9 +100,10 @@ class ConfigHolder:
                                               "the previous config keeps serving"))
         return ConfigError(problems) if problems else None
 
-    async def _apply(self, built: tuple[Snapshot, list[str]] | ConfigError, reason: str) -> ReloadResult:
+    async def _apply(self, built: tuple[Snapshot, list[str]] | ConfigError, reason: str,
+                     digest: str = "") -> ReloadResult:
         if isinstance(built, ConfigError):
-            return self._reject(built, reason)
+            return self._reject(built, reason, digest)
         snapshot, warnings = built
         if snapshot.digest == self.current.digest:
             # A good config, even an unchanged one, clears a stale error.
@@ -101,7 +111,7 @@ class ConfigHolder:
             return ReloadResult(False, self.version, snapshot.digest)
         refused = await self._checked(snapshot)
         if refused is not None:
-            return self._reject(refused, reason)
+            return self._reject(refused, reason, snapshot.digest)
         self.last_error = None
         for warning in warnings:
             log.warning("config warning: %s", warning)
@@ -138,8 +148,12 @@ class ConfigHolder:
         # Reading and validating happen on a thread; the swap is one reference
         # assignment on the loop, so no request sees a half-built snapshot.
         async with self._lock:
-            built = await asyncio.get_running_loop().run_in_executor(None, self._try_build)
-            return await self._apply(built, reason)
+            loop = asyncio.get_running_loop()
+            built = await loop.run_in_executor(None, self._try_build)
+            digest = ""
+            if isinstance(built, ConfigError):
+                digest = await loop.run_in_executor(None, files_digest, self.path)
+            return await self._apply(built, reason, digest)
 
     def status(self) -> dict:
         return {
@@ -153,3 +167,21 @@ class ConfigHolder:
             "last_error_at": self.last_error_at,
             "last_diff": self.last_diff,
         }
+
+
+def files_digest(path: str) -> str:
+    """A digest of the config files' bytes as they are now, readable or not
+    (a file that does not parse has no Source to take `digest_of` from)."""
+    h = hashlib.sha256()
+    try:
+        files = config_files(path)
+    except OSError:
+        files = []
+    for file in sorted(files):
+        try:
+            with open(file, "rb") as fh:
+                data = fh.read(64 * 1024 * 1024)
+        except OSError as exc:
+            data = f"<unreadable: {exc.errno}>".encode()
+        h.update(file.encode() + b"\0" + data + b"\0")
+    return h.hexdigest()[:16]

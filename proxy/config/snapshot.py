@@ -204,6 +204,29 @@ class RetrySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookEndpointConfig:
+    """A system-wide endpoint from YAML; its secret comes from the environment."""
+
+    name: str
+    url: str
+    events: tuple[str, ...]
+    secret_env: str
+    secret: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    endpoints: tuple[WebhookEndpointConfig, ...] = ()
+    allow_networks: tuple = ()  # ipaddress networks webhooks may reach although not public
+    allow_http: bool = False
+    encryption_key_env: str | None = None
+    encryption_key: bytes | None = field(default=None, repr=False)  # 32 bytes, from the environment
+    timeout: float = 15.0
+    poll_interval: float = 0.25  # how often the outbox is read for due deliveries
+    max_endpoints_per_account: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     server: ServerSettings
     database: DatabaseSettings
@@ -221,6 +244,7 @@ class Snapshot:
     digest: str = ""
     files: tuple[str, ...] = ()
     managed_file: str | None = None
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     def __post_init__(self) -> None:
         # Shared by every request in flight: a frozen dataclass holding a plain

@@ -122,6 +122,9 @@ class Limiter:
         # ~user_id (negative, so it never meets a real key id).
         self._keys: dict[int, _Subject] = {}
         self._duration = DurationFormatter()
+        # Called on a quota refusal with (principal, which quota, "account" | "key", now);
+        # synchronous and on the request path, so a listener only queues.
+        self.on_quota_refused: list[Callable[[Principal, str, str, float], None]] = []
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -141,7 +144,12 @@ class Limiter:
         # Whose buckets rate-limit the request: the user's on a per-user plan
         # (plus the key's own stricter ones), otherwise the key's alone.
         a, b = (user, key) if plan.per_user else (key, None)
-        need_a, need_b = self._check(user, key, a, b, tokens, cost, now)
+        try:
+            need_a, need_b = self._check(user, key, a, b, tokens, cost, now)
+        except QuotaExceeded:
+            if self.on_quota_refused:
+                self._report_refusal(principal, user, key, tokens, cost, now)
+            raise
         r = _take(user, key, a, b, need_a, need_b, tokens, cost, cal.day_index, cal.month_index)
         self._header_numbers(r, now, user, key, a, b)
         return r
@@ -172,6 +180,17 @@ class Limiter:
         if usage.day != day or usage.month != month:
             usage.roll(day, month)
         return user, key
+
+    def _report_refusal(self, principal: Principal, user: _Subject, key: _Subject, tokens: int,
+                        cost: int, now: float) -> None:
+        """Which quota refused the request, judged as `_check` did (off the
+        admitted path: only a refusal pays for it)."""
+        for scope, subject in (("account", user), ("key", key)):
+            which = subject.usage.breach(subject.quota, tokens, cost) if subject.quota else None
+            if which is not None:
+                for listener in self.on_quota_refused:
+                    listener(principal, which, scope, now)
+                return
 
     def _check(self, user: _Subject, key: _Subject, a: _Subject, b: _Subject | None,
                tokens: int, cost: int, now: float) -> tuple[float, float]:

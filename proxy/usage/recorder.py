@@ -99,6 +99,10 @@ class UsageRecorder:
         self.spill_failures = 0  # spill writes that could not save every row
         self.spill_lines_skipped = 0  # lines of the loaded spill file that were not rows
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Run inside each batch's transaction as hook(conn, rows, notes), after the
+        # rows and rollups are written (webhook thresholds read the rollups there).
+        self.batch_hooks: list[Callable[[object, list[UsageRecord], list[object]], None]] = []
+        self._notes: list[object] = []  # facts from the hot path for the next batch's hooks
 
     # -- hot path ------------------------------------------------------------
 
@@ -126,6 +130,10 @@ class UsageRecorder:
                 "is not keeping up; rows are kept, not dropped",
                 depth, settings.queue_size,
             )
+
+    def note(self, item: object) -> None:
+        """Hand the next batch's hooks a fact learnt on the hot path, without a write there."""
+        self._notes.append(item)
 
     @property
     def queue_depth(self) -> int:
@@ -246,12 +254,37 @@ class UsageRecorder:
                 log.warning("the spill file %s was already written before a restart; "
                             "its rows are not written again", self._spill_path)
 
+        notes, self._notes = self._notes, []
+
+        def rows(conn) -> None:
+            write_batch(conn, batch)
+            self._run_hooks(conn, batch, notes)
+
+        def salvaged(conn) -> None:
+            refused.extend(write_batch_salvaging(conn, batch))
+            self._run_hooks(conn, batch, notes)
+
         try:
-            await write(lambda conn: write_batch(conn, batch))
-        except DATA_ERRORS as exc:
-            self.failed_batches += 1
-            await write(lambda conn: refused.extend(write_batch_salvaging(conn, batch)))
-            self._reject(refused, exc)
+            try:
+                await write(rows)
+            except DATA_ERRORS as exc:
+                self.failed_batches += 1
+                await write(salvaged)
+                self._reject(refused, exc)
+        except BaseException:
+            self._notes[:0] = notes  # they ride with the retry
+            raise
+
+    def _run_hooks(self, conn, batch: list[UsageRecord], notes: list[object]) -> None:
+        """A hook's failure must never cost the usage rows: its writes are undone, the rows stay."""
+        for hook in self.batch_hooks:
+            conn.execute("SAVEPOINT usage_hook")
+            try:
+                hook(conn, batch, notes)
+            except Exception:
+                conn.execute("ROLLBACK TO usage_hook")
+                log.exception("usage batch hook %r failed; the batch is written without it", hook)
+            conn.execute("RELEASE usage_hook")
 
     def _release_waiters(self, *, force: bool = False) -> None:
         still: list[tuple[int, asyncio.Future[None]]] = []
