@@ -22,7 +22,7 @@ from typing import Any, Callable
 import orjson
 from aiohttp import web
 
-from ..errors import GatewayError
+from ..errors import GatewayError, InvalidRequest
 from ..usage.tokens import estimate_chat_tokens, estimate_text_tokens
 from . import sse
 from .families import Family, StreamFraming, Tokens
@@ -101,7 +101,8 @@ def _parse(family: Family, raw: bytes, body: dict[str, Any], *, needs_max_tokens
     elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
         raise type_error("max_tokens", "an integer")
     elif max_tokens < 1:
-        raise type_error("max_tokens", "an integer of at least 1")
+        raise InvalidRequest("Invalid 'max_tokens': expected an integer of at least 1.", param="max_tokens",
+                             code="integer_below_min_value")
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -184,7 +185,7 @@ def _data(event: bytes) -> Any:
 class AnthropicRelay:
     """Forwards each complete event as it is; parses only message_start and message_delta."""
 
-    __slots__ = ("scrub", "buffer", "usage", "done", "content_chars", "saw_error")
+    __slots__ = ("scrub", "buffer", "usage", "done", "content_chars", "saw_error", "final")
 
     def __init__(self, *, strip_usage: bool = False, scrub: Callable[[bytes], bytes] | None = None) -> None:
         self.scrub = scrub  # applied to in-band error events only
@@ -193,6 +194,7 @@ class AnthropicRelay:
         self.done = False
         self.content_chars = 0
         self.saw_error = False
+        self.final = False  # message_delta came: its output count is the answer's, not message_start's
 
     def feed(self, chunk: bytes) -> bytes:
         data = self.buffer + chunk if self.buffer else chunk
@@ -216,6 +218,7 @@ class AnthropicRelay:
                 inner = payload.get("message") if name == b"message_start" else payload
                 usage = inner.get("usage") if isinstance(inner, dict) else None
                 if isinstance(usage, dict):
+                    self.final = self.final or name == b"message_delta"
                     # message_delta's counts are cumulative: the last one seen is the whole answer's.
                     self.usage.update({k: v for k, v in usage.items() if k in _USAGE_FIELDS and isinstance(v, int)})
         elif name == b"message_stop":
@@ -239,8 +242,8 @@ class AnthropicRelay:
                 return
 
     def tokens(self) -> Tokens | None:
-        if "output_tokens" not in self.usage or "input_tokens" not in self.usage:
-            return None
+        if not self.final or "input_tokens" not in self.usage:
+            return None  # cut before the output was counted: the caller bills what was delivered
         return usage_tokens(self.usage)
 
 
