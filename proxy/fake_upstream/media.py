@@ -1,7 +1,7 @@
 """Moderations, images, audio and rerank, as LiteLLM answers them.
 
     POST /v1/moderations          {"results": [{"flagged": false, …}]}, no usage
-    POST /v1/images/generations   `n` images as b64_json (a few bytes each); gpt-image-* models
+    POST /v1/images/generations   `n` images as b64_json (a few bytes each); gpt-image models
                                   also report usage (input_tokens = prompt words, output_tokens = 100 per image)
     POST /v1/audio/speech         binary audio: SPEECH_BYTES_PER_CHAR bytes per input character
                                   (audio/mpeg, or audio/wav etc. per response_format)
@@ -67,7 +67,7 @@ def _images(cfg: _Config, state: _State, body: dict[str, Any]) -> bytes:
         raise _BadRequest("n must be between 1 and 10", "n")
     image = base64.b64encode(f"{cfg.name} image of {prompt}".encode()).decode()
     answer: dict[str, Any] = {"created": 1_700_000_000, "data": [{"b64_json": image} for _ in range(n)]}
-    if model.startswith("gpt-image"):
+    if "gpt-image" in model:
         words = _words(prompt)
         answer["usage"] = {"input_tokens": words, "output_tokens": 100 * n, "total_tokens": words + 100 * n}
     return orjson.dumps(answer)
