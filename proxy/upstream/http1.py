@@ -18,7 +18,9 @@ back-pressure for slow stream readers.
     response.close()                   # drop the connection (client left, error)
 
 `pool.request(target, path, headers, body, ...)` is the same POST with a
-pre-parsed `Target`.
+pre-parsed `Target`. A `body` that is not bytes is a streamed upload (an object
+with `content_type`, `length` (None: sent chunked) and `chunks()`), written as
+it arrives, waiting while the upstream's socket buffer is full.
 
 Rules that keep a pooled connection honest:
 - Back-pressure (pausing the socket) applies to stream reads only; a whole-body
