@@ -26,6 +26,7 @@ from .config import plan_guard, watcher
 from .config.build import load_config
 from .config.holder import ConfigHolder
 from .config.snapshot import MAX_BODY_CEILING
+from .gateway import cors
 from .errors import BodyTooLarge, GatewayError, MethodNotAllowed, NotFound, error_response
 from .routes import admin_routes, admin_users, auth_routes, keys_routes, openai_api, usage_routes
 from .routing.balancer import Balancer
@@ -70,6 +71,8 @@ async def gateway_middleware(request: web.Request, handler) -> web.StreamRespons
 
 async def _answer(request: web.Request, handler) -> web.StreamResponse:
     try:
+        if request.method == "OPTIONS" and (answer := cors.preflight(request)) is not None:
+            return answer
         await _admin_gate(request)
         return await handler(request)
     except GatewayError as exc:
@@ -174,6 +177,7 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     if watch:
         watcher.setup(app)
 
+    cors.setup(app)
     openai_api.setup(app)
     auth_routes.setup(app)
     keys_routes.setup(app)

@@ -19,7 +19,8 @@
     ├── UpstreamClientError     4xx   an upstream's own 4xx, its status and fields relayed (scrubbed)
     ├── UpstreamError           502   upstream answered badly or the connection broke
     │   ├── UpstreamBadResponse 502   a 2xx that is not what the route promises (HTML, 204, 302, …)
-    │   └── UpstreamResponseTooLarge 502  the answer exceeds the configured cap; not the upstream's fault
+    │   ├── UpstreamResponseTooLarge 502  the answer exceeds the configured cap; not the upstream's fault
+    │   └── UpstreamModelRefused 502  the upstream does not serve the model it was sent: a config mistake
     ├── NoHealthyUpstream       503   nothing can serve the model right now
     ├── StoreUnavailable        503   the database refuses writes (its file was deleted)
     ├── FeatureUnavailable      503   a feature the operator has not configured
@@ -227,6 +228,21 @@ class UpstreamClientError(GatewayError):
                  upstream: str) -> None:
         super().__init__(message, type=type, code=code, param=param)
         self.status = status
+        self.upstream = upstream
+
+
+class UpstreamModelRefused(UpstreamError):
+    """An upstream answered that it does not serve the model the gateway sent it: the
+    config maps the public model to a name that upstream lacks. The tenant sees the
+    public name only; the log has the upstream's own words."""
+
+    code = "upstream_model_not_found"
+
+    def __init__(self, model: str, upstream: str) -> None:
+        super().__init__(
+            f"The upstream `{upstream}` does not serve the model `{model}` as configured. This is a gateway "
+            f"configuration problem, not your request: the operator must check `upstream_model` for `{model}` "
+            "against the models that upstream serves.")
         self.upstream = upstream
 
 

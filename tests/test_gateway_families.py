@@ -35,6 +35,14 @@ def test_every_family_has_a_scope_a_path_and_an_upstream_path():
         ("chat", "chat", ("/chat/completions",), b"/v1/chat/completions", True),
         ("completions", "completions", ("/completions",), b"/v1/completions", True),
         ("embeddings", "embeddings", ("/embeddings",), b"/v1/embeddings", False),
+        ("messages", "messages", ("/messages",), b"/v1/messages", True),
+        ("messages_count_tokens", "messages", ("/messages/count_tokens",), b"/v1/messages/count_tokens", False),
+        ("moderations", "moderations", ("/moderations",), b"/v1/moderations", False),
+        ("images", "images", ("/images/generations",), b"/v1/images/generations", False),
+        ("rerank", "rerank", ("/rerank",), b"/v1/rerank", False),
+        ("audio_speech", "audio", ("/audio/speech",), b"/v1/audio/speech", True),
+        ("audio_transcriptions", "audio", ("/audio/transcriptions",), b"/v1/audio/transcriptions", False),
+        ("audio_translations", "audio", ("/audio/translations",), b"/v1/audio/translations", False),
     ]
 
 

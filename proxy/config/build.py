@@ -16,8 +16,8 @@ from typing import Any, Mapping, TypeVar
 from . import schema
 from .snapshot import (
     WILDCARD, AdminSettings, AuthSettings, DatabaseSettings, HealthSettings, ModelConfig,
-    MAX_BODY_CEILING, MetricsSettings, PlanConfig, Pricing, RetrySettings, RoutingRule, ServerSettings,
-    ServerTimeouts, Snapshot, Timeouts, UpstreamConfig, WebhookEndpointConfig, WebhookSettings,
+    CorsSettings, MAX_BODY_CEILING, MetricsSettings, PlanConfig, Pricing, RetrySettings, RoutingRule,
+    ServerSettings, ServerTimeouts, Snapshot, Timeouts, UpstreamConfig, WebhookEndpointConfig, WebhookSettings,
 )
 from .source import ConfigError, ConfigProblem, Source, managed_file_for, read_source
 from .units import parse_duration, parse_size
@@ -309,6 +309,11 @@ def build_server(b: _Builder, raw: Mapping[str, Any]) -> ServerSettings:
                 b.problem(("server", "metrics", "listen"), "port must be at most 65535", f"{host}:{port}", True)
             m["listen_host"], m["listen_port"] = host.strip("[]"), min(int(port), 65535)
         raw["metrics"] = _settings(MetricsSettings, m)
+    if "cors" in raw:
+        c = {k: tuple(v) if isinstance(v, list) else v for k, v in (raw["cors"] or {}).items()}
+        if "allow_methods" in c:
+            c["allow_methods"] = tuple(m.upper() for m in c["allow_methods"])
+        raw["cors"] = _settings(CorsSettings, c) if c.get("allow_origins") else None
     return _settings(ServerSettings, raw, rename={"max_body": "max_body_bytes",
                                                  "max_upstream_body": "max_upstream_body_bytes"})
 

@@ -40,6 +40,22 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CorsSettings:
+    """Browser access from other origins (server.cors); absent = off, no CORS header is sent."""
+
+    allow_origins: tuple[str, ...] = ()  # exact origins, or "*" for any
+    allow_methods: tuple[str, ...] = ("GET", "POST", "PATCH", "DELETE", "OPTIONS")
+    # "*": whatever the preflight asks for, which covers Authorization (a literal
+    # "*" in the answer would not) and the SDKs' x-stainless-* headers.
+    allow_headers: tuple[str, ...] = ("*",)
+    expose_headers: tuple[str, ...] = (
+        "x-request-id", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens", "retry-after", "retry-after-ms")
+    max_age: int = 600  # seconds a browser may cache a preflight answer
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -57,6 +73,7 @@ class ServerSettings:
     request_encodings: tuple[str, ...] = ()
     timeouts: ServerTimeouts = ServerTimeouts()
     metrics: MetricsSettings = MetricsSettings()
+    cors: CorsSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,11 @@ served both under `/v1` and without it, as LiteLLM does:
     POST /v1/completions        legacy text completions, stream too
     POST /v1/embeddings         float or base64 (little-endian float32) vectors
     GET  /v1/models             OpenAI list shape
+    POST /v1/messages, /v1/messages/count_tokens
+                                Anthropic's Messages API, non-stream and typed events (anthropic.py)
+    POST /v1/moderations, /v1/images/generations, /v1/audio/speech (binary),
+         /v1/audio/transcriptions, /v1/audio/translations (multipart), /v1/rerank
+                                the media families (media.py)
     GET  /health/liveliness     200 "I'm alive!" (JSON string, like LiteLLM)
     GET  /health/readiness      200 {"status": "healthy", ...}
 
@@ -38,7 +43,7 @@ Control plane (not counted as API requests; last_headers has lower-case keys):
     GET    /_fake/landing  200: where the redirect faults point
 
 Modules: faults (the plan and how each fault is served), payloads (the
-deterministic bodies), state (settings and counters), app (routes and
+deterministic bodies), anthropic and media (the other APIs' bodies), state (settings and counters), app (routes and
 handlers), runner (in-process and CLI serving).
 
 Every response carries `x-fake-upstream: <name>` and echoes `x-request-id`.

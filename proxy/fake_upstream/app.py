@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from . import anthropic, media
 from .faults import LANDING, _apply_fault, _drop, _error, parse_fault
 from .payloads import (DEFAULT_MODELS, _BadRequest, _Builder, _chat, _completions, _embeddings, _models,
                        _precompute)
@@ -203,6 +204,15 @@ def create_fake_app(
         app.router.add_post(f"{prefix}/completions", completions)
         app.router.add_post(f"{prefix}/embeddings", embeddings)
         app.router.add_get(f"{prefix}/models", model_list)
+    # Anthropic's Messages API and the media families (anthropic.py, media.py).
+    uploads = media.upload_api()
+    for path, builder in {**anthropic.BUILDERS, **media.BUILDERS}.items():
+        handler = _api(builder)
+        for prefix in ("/v1", ""):
+            app.router.add_post(f"{prefix}{path}", handler)
+    for prefix in ("/v1", ""):
+        app.router.add_post(f"{prefix}/audio/transcriptions", uploads)
+        app.router.add_post(f"{prefix}/audio/translations", uploads)
 
     app.router.add_get("/health/liveliness", _health(orjson.dumps("I'm alive!")))
     app.router.add_get(

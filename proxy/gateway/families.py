@@ -24,7 +24,7 @@ pipeline:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 import orjson
 from aiohttp import web
@@ -62,6 +62,9 @@ class StreamFraming:
     accepts_content_type: Callable[[str], bool]
     opens_validly: Callable[[bytes], bool]  # the first chunk, before anything reaches the client
     error_event: Callable[..., bytes]  # (message, code=) an in-band failure after the first byte
+    # Binary answers (audio): the upstream's content type, bytes untouched, and the
+    # end of the body is the end of the answer; a cut one is cut on the wire too.
+    binary: bool = False
 
 
 # OpenAI's data-only SSE: `data: <json>` events, the last one `data: [DONE]`.
@@ -124,6 +127,9 @@ class Family:
     answer_chars: Callable[[bytes], int] = openai_answer_chars
     credentials: Callable[[web.Request], str | None] = bearer_token
     error_response: Callable[[GatewayError, dict[str, str] | None], web.Response] = error_response
+    # Reads and parses the request itself (multipart uploads, streamed); None: a JSON body.
+    intake: Callable[[web.Request, Any, "Family"], Awaitable[ParsedRequest]] | None = None
+    passes_content_type: bool = False  # a non-stream answer keeps the upstream's type (text transcripts)
 
 
 def _chat_body(body: dict[str, Any]) -> None:
@@ -165,3 +171,11 @@ EMBEDDINGS = Family(name="embeddings", title="Embeddings", paths=("/embeddings",
                     completes=False, framing=None)
 
 FAMILIES: tuple[Family, ...] = (CHAT, COMPLETIONS, EMBEDDINGS)
+
+
+# -- the wider surface: Anthropic's Messages API and the pass-through families --------
+# (imported last: they are built from the classes above)
+from .anthropic import ANTHROPIC_FAMILIES  # noqa: E402
+from .passthrough import PASSTHROUGH_FAMILIES  # noqa: E402
+
+FAMILIES += ANTHROPIC_FAMILIES + PASSTHROUGH_FAMILIES

@@ -45,6 +45,7 @@ class ParsedRequest:
     stream: bool
     include_usage: bool  # the client asked for the usage chunk
     max_tokens: int | None
+    upload: Any = None  # a multipart upload still streaming from the client (gateway/multipart.py)
 
 
 def type_error(param: str, expected: str) -> InvalidRequest:

@@ -48,8 +48,11 @@ async def _run(request: web.Request, call: Call) -> web.StreamResponse:
     app = request.app
     family = call.family
     try:
-        raw = await read_body(request, call.snapshot.server)
-        call.parsed = parse_request(family, raw)
+        if family.intake is not None:
+            call.parsed = await family.intake(request, call.snapshot.server, family)
+        else:
+            raw = await read_body(request, call.snapshot.server)
+            call.parsed = parse_request(family, raw)
         await admit(request, call)
         reply = await app[FORWARDER].send(call.snapshot, call.model, call.parsed, call.request_id, family)
         call.upstream = reply.upstream.name
@@ -57,6 +60,8 @@ async def _run(request: web.Request, call: Call) -> web.StreamResponse:
             return await stream(request, call, reply)
         return complete(call, reply)
     except GatewayError as exc:
+        # The usage row and the access line name the upstream that answered, when one did.
+        call.upstream = getattr(exc, "upstream", None) or call.upstream
         if isinstance(exc, UpstreamClientError):
             exc = scrub_client_error(exc, call.snapshot)
         account(call, exc.status, error_type=exc.code or exc.type)

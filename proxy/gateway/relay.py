@@ -17,6 +17,7 @@ from aiohttp import web
 from ..upstream.forward import UpstreamReply
 from .accounting import account, answer_tokens, tokens_for_chars
 from .call import Call
+from .rewrite import tenant_view
 from .scrub import scrub_bytes, secrets_of
 
 log = logging.getLogger("bluesminds.access")
@@ -26,11 +27,12 @@ def complete(call: Call, reply: UpstreamReply) -> web.Response:
     tokens, estimated = answer_tokens(call, reply.body)
     call.mark_first_byte()
     account(call, reply.status, tokens=tokens, estimated=estimated)
+    body = tenant_view(reply.model.upstream_model, reply.model.name, events=False)(reply.body)
     headers = call.rl_headers  # a fresh dict per request, ours to extend
-    headers["Content-Type"] = "application/json"
+    headers["Content-Type"] = reply.content_type if call.family.passes_content_type else "application/json"
     headers["x-request-id"] = call.request_id
     headers["x-bluesminds-upstream"] = reply.upstream.name
-    return web.Response(status=reply.status, body=reply.body, headers=headers)
+    return web.Response(status=reply.status, body=body, headers=headers)
 
 
 class _ClientGone(Exception):
@@ -54,8 +56,9 @@ def _scrubber(call: Call):
 async def stream(request: web.Request, call: Call, reply: UpstreamReply) -> web.StreamResponse:
     framing = call.family.framing
     relay = framing.new_relay(strip_usage=not call.parsed.include_usage, scrub=_scrubber(call))
+    view = None if framing.binary else tenant_view(reply.model.upstream_model, reply.model.name, events=True)
     response = web.StreamResponse(status=200, headers={
-        "Content-Type": framing.content_type, "Cache-Control": "no-cache",
+        "Content-Type": framing.content_type or reply.response.content_type, "Cache-Control": "no-cache",
         "x-request-id": call.request_id, "x-bluesminds-upstream": reply.upstream.name, **call.rl_headers})
     timeouts = reply.upstream.timeouts
     deadline = reply.started + timeouts.total  # the whole answer, however it trickles
@@ -68,7 +71,7 @@ async def stream(request: web.Request, call: Call, reply: UpstreamReply) -> web.
         while chunk:
             out = relay.feed(chunk)
             if out:
-                await _write_to_client(response, out)
+                await _write_to_client(response, view(out) if view is not None else out)
             if relay.done:
                 break  # nothing after the terminal event matters, even if the upstream keeps the socket open
             remaining = deadline - time.monotonic()
@@ -76,6 +79,8 @@ async def stream(request: web.Request, call: Call, reply: UpstreamReply) -> web.
                 raise asyncio.TimeoutError
             # first_byte is also the longest silence tolerated between chunks.
             chunk = await upstream.readany(min(timeouts.first_byte, remaining))
+        if framing.binary:
+            relay.done = True  # the body ended cleanly: that is the whole answer
         if relay.saw_error:
             outcome = "upstream_error"  # the upstream reported it in-band; the client has it already
         elif relay.done:
@@ -100,6 +105,10 @@ async def stream(request: web.Request, call: Call, reply: UpstreamReply) -> web.
                     reason="stream interrupted" if outcome == "cut" else "")
         _account_stream(call, relay, outcome)
     if outcome == "client_left":
+        return response
+    if outcome == "cut" and framing.binary and request.transport is not None:
+        # Binary has no in-band error: a cut answer must not end like a whole one.
+        request.transport.abort()
         return response
     try:
         await response.write_eof()

@@ -17,7 +17,16 @@ from ..gateway.families import FAMILIES
 from ..gateway.pipeline import request_id_of, routes
 from ..gateway.request_ids import RequestIds
 
-PREFIXES = ("/v1", "/api/v1")
+# Every OpenAI-compatible route is served under each of these. The bare root ("")
+# is there because LiteLLM's own examples use base_url=http://host:port, so
+# clients call /chat/completions, /models, /responses, … without /v1.
+PREFIXES = ("/v1", "/api/v1", "")
+
+
+def add_api_route(app: web.Application, method: str, path: str, handler) -> None:
+    """Register `path` (e.g. "/models") under every API prefix: one list, so no family misses one."""
+    for prefix in PREFIXES:
+        app.router.add_route(method, prefix + path, handler)
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -53,6 +62,5 @@ async def retrieve_model(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     app[REQUEST_IDS] = RequestIds()
     app.router.add_routes(routes(FAMILIES, PREFIXES))
-    for prefix in PREFIXES:
-        app.router.add_get(prefix + "/models", list_models)
-        app.router.add_get(prefix + "/models/{model}", retrieve_model)
+    add_api_route(app, "GET", "/models", list_models)
+    add_api_route(app, "GET", "/models/{model}", retrieve_model)

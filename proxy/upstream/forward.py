@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ import orjson
 from ..appkeys import FORWARDER  # noqa: F401  (importable from here as before)
 from ..config.snapshot import ModelConfig, Snapshot, UpstreamConfig
 from ..errors import (GatewayError, NoHealthyUpstream, UpstreamBadResponse, UpstreamClientError, UpstreamError,
-                      UpstreamResponseTooLarge, UpstreamTimeout)
+                      UpstreamModelRefused, UpstreamResponseTooLarge, UpstreamTimeout)
 from ..routing.balancer import Balancer
 from ..routing.health import HealthMonitor
 from ..routing.retry import RetryBudget, backoff_delay
@@ -90,6 +91,7 @@ class UpstreamReply:
     response: Response | None = None  # stream answers
     first_chunk: bytes = b""
     attempts: int = 1
+    content_type: str = "application/json"  # a non-stream answer's, as the upstream labelled it
 
     @property
     def started(self) -> float:
@@ -126,6 +128,17 @@ def client_error(status: int, body: bytes, upstream: str) -> UpstreamClientError
                                type="invalid_request_error", code=None, param=None, upstream=upstream)
 
 
+# LiteLLM: 400 "Invalid model name passed in model=x", or 404 "model x not found" / "does not exist".
+_REFUSED_MODEL = re.compile(r"invalid model name|model\b.{0,200}\b(not found|does not exist)", re.IGNORECASE | re.DOTALL)
+
+
+def refuses_model(status: int, error: UpstreamClientError) -> bool:
+    """An upstream 400/404 that says it does not serve the model it was sent."""
+    if status not in (400, 404):
+        return False
+    return error.code == "model_not_found" or bool(_REFUSED_MODEL.search(error.message))
+
+
 class _Moveable(Exception):
     """Marks a failure that happened before any response byte: always safe to try elsewhere once."""
 
@@ -144,11 +157,22 @@ class Forwarder:
         key = (upstream.url, upstream.api_key)
         lines = self._header_cache.get(key)
         if lines is None:
-            pairs = [("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream")]
-            if upstream.api_key:
-                pairs.append(("Authorization", f"Bearer {upstream.api_key}"))
-            lines = self._header_cache[key] = header_lines(pairs)
+            lines = self._header_cache[key] = b"Content-Type: application/json\r\n" + self._auth_headers(upstream)
         return lines
+
+    @staticmethod
+    def _auth_headers(upstream: UpstreamConfig) -> bytes:
+        pairs = [("Accept", "application/json, text/event-stream")]
+        if upstream.api_key:
+            pairs.append(("Authorization", f"Bearer {upstream.api_key}"))
+        return header_lines(pairs)
+
+    def _headers_for(self, upstream: UpstreamConfig, body) -> bytes:
+        if isinstance(body, bytes):
+            return self._static_headers(upstream)
+        # A streamed upload carries its own type (a multipart boundary per request): never cached.
+        return header_lines([("Content-Type", body.content_type.replace("\r", "").replace("\n", ""))]) + \
+            self._auth_headers(upstream)
 
     async def send(self, snapshot: Snapshot, model: ModelConfig, parsed: "ParsedRequest",
                    request_id: str, family: "Family") -> UpstreamReply:
@@ -238,7 +262,7 @@ class Forwarder:
         response = None
         handed_over = False  # an open stream now belongs to the UpstreamReply
         try:
-            headers = self._static_headers(upstream) + b"x-request-id: " + request_id.encode() + b"\r\n"
+            headers = self._headers_for(upstream, body) + b"x-request-id: " + request_id.encode() + b"\r\n"
             try:
                 response = await self.pool.request(self.pool.target(upstream.url), path, headers, body,
                                                    connect_timeout=t.connect, read_timeout=t.first_byte)
@@ -265,7 +289,14 @@ class Forwarder:
                         "The upstream rejected the gateway's credentials; the operator must fix "
                         "the upstream key.", code="upstream_auth_failed"))
                 claim.ended()
-                return client_error(status, raw, name)
+                error = client_error(status, raw, name)
+                if refuses_model(status, error):
+                    # The upstream does not know the name the gateway sent: the operator's
+                    # mapping is wrong, not the tenant's request. Another upstream may know it.
+                    log.error("upstream %s refused model %r (sent for `%s`): %s", name, model.upstream_model,
+                              model.name, error.message)
+                    return UpstreamModelRefused(model.name, name)
+                return error
             if status < 200 or status >= 300:
                 return self._bad(claim, response, f"upstream answered {status}")
             if not stream:
@@ -277,7 +308,7 @@ class Forwarder:
                 if not family.accepts_answer(response.content_type, data):
                     return self._bad(claim, response, "upstream answered 200 with a body that is not JSON")
                 claim.succeeded()
-                return UpstreamReply(upstream, model, status, claim, body=data)
+                return UpstreamReply(upstream, model, status, claim, body=data, content_type=response.content_type)
             framing = family.framing
             if not framing.accepts_content_type(response.content_type):
                 return self._bad(claim, response, "upstream answered a stream that is not an event stream")

@@ -18,7 +18,9 @@ back-pressure for slow stream readers.
     response.close()                   # drop the connection (client left, error)
 
 `pool.request(target, path, headers, body, ...)` is the same POST with a
-pre-parsed `Target`.
+pre-parsed `Target`. A `body` that is not bytes is a streamed upload (an object
+with `content_type`, `length` (None: sent chunked) and `chunks()`), written as
+it arrives, waiting while the upstream's socket buffer is full.
 
 Rules that keep a pooled connection honest:
 - Back-pressure (pausing the socket) applies to stream reads only; a whole-body
@@ -103,7 +105,7 @@ class _OutOfStep(Exception):
 
 class _Connection(asyncio.Protocol):
     __slots__ = ("pool", "target", "transport", "parser", "response", "lost", "reused", "paused",
-                 "reusable", "idle_since", "fd")
+                 "reusable", "idle_since", "fd", "writable")
 
     def __init__(self, pool: "ConnectionPool", target: Target) -> None:
         self.pool = pool
@@ -117,6 +119,7 @@ class _Connection(asyncio.Protocol):
         self.reusable = True
         self.idle_since = 0.0
         self.fd = -1
+        self.writable: asyncio.Future | None = None  # set while the socket's send buffer is full
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -142,8 +145,29 @@ class _Connection(asyncio.Protocol):
                                                        "malformed response"))
             self._discard()
 
+    def pause_writing(self) -> None:
+        self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        waiter, self.writable = self.writable, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait while the upstream reads a streamed request body slower than it arrives."""
+        if self.lost:
+            raise UpstreamConnectionError("upstream closed the connection during the request body",
+                                          "closed mid-request")
+        waiter = self.writable
+        if waiter is not None:
+            await waiter
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        waiter, self.writable = self.writable, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(UpstreamConnectionError("upstream closed the connection during the request body",
+                                                         "closed mid-request"))
         response = self.response
         if response is not None and not response.complete and response.error is None:
             if exc is None and response.headers_done and response.until_close:
@@ -381,6 +405,19 @@ class Response:
         self.conn._discard()
 
 
+async def _write_streamed(conn: _Connection, body) -> None:
+    """`body.chunks()` to the socket, waiting whenever its send buffer is full."""
+    chunked = body.length is None
+    async for piece in body.chunks():
+        if not piece:
+            continue
+        await conn.drain()
+        conn.transport.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+    await conn.drain()
+    if chunked:
+        conn.transport.write(b"0\r\n\r\n")
+
+
 def _expire(waiter: asyncio.Future) -> None:
     if not waiter.done():
         waiter.set_exception(asyncio.TimeoutError())
@@ -496,7 +533,12 @@ class ConnectionPool:
     async def _send(self, target: Target, method: bytes, path: bytes, headers: bytes, body: bytes,
                     connect_timeout: float, read_timeout: float | None) -> Response:
         head = method + b" " + target.base_path + path + b" HTTP/1.1\r\nHost: " + target.host_header + b"\r\n"
-        if body or method == b"POST":
+        streamed = not isinstance(body, (bytes, bytearray))
+        if streamed:
+            # An upload relayed as it arrives: its length if the client sent one, else chunked.
+            head += (b"Transfer-Encoding: chunked\r\n" if body.length is None
+                     else b"Content-Length: " + str(body.length).encode() + b"\r\n")
+        elif body or method == b"POST":
             head += b"Content-Length: " + str(len(body)).encode() + b"\r\n"
         head += headers + b"\r\n"
         conn = self._acquire_idle(target)
@@ -504,9 +546,13 @@ class ConnectionPool:
             conn = await self._connect(target, connect_timeout)
         response = Response(conn)
         conn.response = response
-        # Once written, never re-sent: the upstream may already be running it.
-        conn.transport.write(head + body)
         try:
+            # Once written, never re-sent: the upstream may already be running it.
+            if streamed:
+                conn.transport.write(head)
+                await _write_streamed(conn, body)
+            else:
+                conn.transport.write(head + body)
             await response._headers(read_timeout)
         except BaseException:
             response.close()  # failed, timed out or cancelled: the connection's state is unknown
