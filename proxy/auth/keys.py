@@ -165,13 +165,20 @@ FROM api_keys k
 """
 
 
+ALL_SCOPES = '["*"]'  # stored for a key made with the default scopes: every family, now and later
+
+
+def _scopes(stored: list[str]) -> tuple[str, ...]:
+    return SCOPES if stored == ["*"] else tuple(stored)
+
+
 def _key(row: sqlite3.Row) -> ApiKey:
     models = row[4]
     return ApiKey(
         id=row[0],
         user_id=row[1],
         name=row[2],
-        scopes=tuple(orjson.loads(row[3])),
+        scopes=_scopes(orjson.loads(row[3])),
         models=None if models is None else tuple(orjson.loads(models)),
         limits=KeyLimits(**orjson.loads(row[5])),
         expires_at=row[6],
@@ -211,7 +218,7 @@ def insert_key(
     now: float,
 ) -> tuple[ApiKey, str]:
     """The new key and its full text, which is never stored."""
-    values = {"scopes": orjson.dumps(list(SCOPES)).decode(), "limits": "{}", **columns}
+    values = {"scopes": ALL_SCOPES, "limits": "{}", **columns}
     names = ", ".join(values)
     marks = ", ".join("?" for _ in values)
     cursor = conn.execute(

@@ -87,6 +87,15 @@ def _accounts_sessions_keys(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+@migrations(name="002_default_scopes_follow_new_families")
+def _all_scopes(db: sqlite_utils.Database) -> None:
+    # Keys created with the default scopes used to store the list of the day,
+    # so a route family added later was closed to them. They now store "*",
+    # every scope there is or will be; a key made with chosen scopes keeps them.
+    db.execute("""UPDATE api_keys SET scopes = '["*"]'
+                  WHERE scopes = '["chat","completions","embeddings","models"]'""")
+
+
 def record_event(conn: sqlite3.Connection, kind: str, ref_id: int, now: float) -> None:
     cursor = conn.execute(
         "INSERT INTO auth_events (kind, ref_id, at) VALUES (?, ?, ?)", (kind, ref_id, now)
