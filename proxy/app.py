@@ -25,6 +25,7 @@ from .config import plan_guard, watcher
 from .config.build import load_config
 from .config.holder import ConfigHolder
 from .config.snapshot import MAX_BODY_CEILING
+from .gateway import response_ids
 from .errors import BodyTooLarge, GatewayError, MethodNotAllowed, NotFound, error_response
 from .limits import LIMITER
 from .routes import admin_routes, admin_users, auth_routes, keys_routes, openai_api, usage_routes
@@ -166,6 +167,7 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     app.cleanup_ctx.append(_upstream_ctx)
     metrics.setup(app)
     usage_recorder.setup(app)
+    response_ids.setup(app)
     auth_setup(app)
     app.cleanup_ctx.append(_probes_ctx)
     if watch:

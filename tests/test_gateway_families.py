@@ -35,6 +35,10 @@ def test_every_family_has_a_scope_a_path_and_an_upstream_path():
         ("chat", "chat", ("/chat/completions",), b"/v1/chat/completions", True),
         ("completions", "completions", ("/completions",), b"/v1/completions", True),
         ("embeddings", "embeddings", ("/embeddings",), b"/v1/embeddings", False),
+        ("responses", "responses", ("/responses",), b"/v1/responses", True),
+        ("responses_compact", "responses", ("/responses/compact",), b"/v1/responses/compact", False),
+        ("responses_input_tokens", "responses", ("/responses/input_tokens",), b"/v1/responses/input_tokens",
+         False),
     ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Scopes a key can hold; each /v1 route needs one.
-SCOPES = ("chat", "completions", "embeddings", "models")
+SCOPES = ("chat", "completions", "embeddings", "models", "responses")
 
 
 @dataclass(frozen=True, slots=True)

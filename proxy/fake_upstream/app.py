@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from .faults import LANDING, _apply_fault, _drop, _error, parse_fault
+from . import responses
 from .payloads import (DEFAULT_MODELS, _BadRequest, _Builder, _chat, _completions, _embeddings, _models,
                        _precompute)
 from .state import CONFIG_KEY, STATE_KEY, _Config, _State
@@ -43,8 +44,9 @@ async def _stream(
         state.open_streams -= 1
 
 
-def _api(builder: _Builder) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Wrap a body builder with accounting, latency, faults, auth and errors."""
+def _api(builder: _Builder, *, with_request: bool = False) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Wrap a body builder with accounting, latency, faults, auth and errors.
+    `with_request`: the builder also needs the request (path ids, stored state)."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         cfg = request.app[CONFIG_KEY]
@@ -81,11 +83,13 @@ def _api(builder: _Builder) -> Callable[[web.Request], Awaitable[web.StreamRespo
                     type="invalid_request_error",
                     code="invalid_api_key",
                 )
-            elif request.method == "POST" and not isinstance(body, dict):
+            elif request.method == "POST" and not isinstance(body, dict) and (raw or not with_request):
+                # (a bodiless POST is how clients call /responses/{id}/cancel)
                 result = _error(400, "request body must be a JSON object")
             else:
                 try:
-                    result = builder(cfg, state, body or {})
+                    result = (builder(request, cfg, state, body or {}) if with_request
+                              else builder(cfg, state, body or {}))
                 except _BadRequest as exc:
                     result = _error(400, str(exc), param=exc.param)
 
@@ -203,6 +207,7 @@ def create_fake_app(
         app.router.add_post(f"{prefix}/completions", completions)
         app.router.add_post(f"{prefix}/embeddings", embeddings)
         app.router.add_get(f"{prefix}/models", model_list)
+    responses.add_routes(app, lambda builder: _api(builder, with_request=True))
 
     app.router.add_get("/health/liveliness", _health(orjson.dumps("I'm alive!")))
     app.router.add_get(

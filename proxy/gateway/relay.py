@@ -26,6 +26,8 @@ def complete(call: Call, reply: UpstreamReply) -> web.Response:
     tokens, estimated = answer_tokens(call, reply.body)
     call.mark_first_byte()
     account(call, reply.status, tokens=tokens, estimated=estimated)
+    if call.family.remember is not None:
+        call.family.remember(call, call.family.answer_id(reply.body))
     headers = call.rl_headers  # a fresh dict per request, ours to extend
     headers["Content-Type"] = "application/json"
     headers["x-request-id"] = call.request_id
@@ -99,6 +101,8 @@ async def stream(request: web.Request, call: Call, reply: UpstreamReply) -> web.
         reply.close(ok=outcome in ("done", "upstream_error"),
                     reason="stream interrupted" if outcome == "cut" else "")
         _account_stream(call, relay, outcome)
+        if call.family.remember is not None:
+            call.family.remember(call, relay.answer_id)
     if outcome == "client_left":
         return response
     try:
