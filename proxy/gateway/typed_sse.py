@@ -78,6 +78,8 @@ class TypedSSERelay:
         self.answer_id: str | None = None
 
     def feed(self, chunk: bytes) -> bytes:
+        if self.done:
+            return b""  # nothing after the terminal event reaches the client
         data = self.buffer + chunk if self.buffer else chunk
         if b"\r\n" in data:
             data = data.replace(b"\r\n", b"\n")
