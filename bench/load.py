@@ -142,11 +142,12 @@ def _run_loop(coro):
 
 
 def measure_streams(target: Target, *, connections: int, streams: int, rep: int, procs: ProcessSet,
-                    ledger: HitLedger) -> StreamSample:
+                    ledger: HitLedger, api: str = "chat") -> StreamSample:
     wait_idle(procs)
     before_hits = ledger.start(target)
+    path, body = wrk.STREAMS[api]
     run = _run_loop(streaming.run_streams(
-        target.base_url + "/v1/chat/completions", wrk.STREAM_BODY, target.headers(),
+        target.base_url + path, body, target.headers(),
         streams=streams, concurrency=connections, deadline_s=60 + streams * 0.5))
     hits = control.wait_quiet(target.upstreams) - before_hits
     target.proc.check_alive()

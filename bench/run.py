@@ -205,6 +205,12 @@ def _measure(args, procs: ProcessSet, targets: list[Target], scripts: dict, pin:
                 sample = measure_streams(target, connections=conns, streams=streams, rep=rep, procs=procs,
                                          ledger=ledger)
                 results.streams.append(sample)
+                # The Responses API's typed stream, logged beside chat's (the report tables stay chat's).
+                typed = measure_streams(target, connections=conns, streams=streams, rep=rep, procs=procs,
+                                        ledger=ledger, api="responses")
+                _log(f"rep {rep} {target.name:8} responses-stream ×{conns:<3} TTFB p50 {typed.ttfb_p50_ms:6.2f} ms "
+                     f"p99 {typed.ttfb_p99_ms:6.2f} ms total p50 {typed.total_p50_ms:6.1f} ms "
+                     f"failed {typed.failed} hits {typed.hits}/{typed.streams}")
                 _log(f"rep {rep} {target.name:8} stream     ×{conns:<3} TTFB p50 {sample.ttfb_p50_ms:6.2f} ms "
                      f"p99 {sample.ttfb_p99_ms:6.2f} ms total p50 {sample.total_p50_ms:6.1f} ms "
                      f"failed {sample.failed} hits {sample.hits}/{sample.streams}"

@@ -29,16 +29,19 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes, headers: d
     start = time.perf_counter()
     first: float | None = None
     tail = b""
+    typed_end = False  # a Responses stream ends with its terminal event, never [DONE]
     async with session.post(url, data=body, headers=headers) as resp:
         if resp.status != 200:
             raise RuntimeError(f"HTTP {resp.status}: {(await resp.read())[:200]!r}")
         async for chunk in resp.content.iter_any():
             if first is None and chunk:
                 first = time.perf_counter()
-            tail = (tail + chunk)[-32:]
+            window = tail + chunk
+            typed_end = typed_end or b"event: response.completed" in window
+            tail = window[-32:]
     end = time.perf_counter()
-    if first is None or not tail.rstrip().endswith(b"data: [DONE]"):
-        raise RuntimeError("stream ended without data: [DONE]")
+    if first is None or not (typed_end or tail.rstrip().endswith(b"data: [DONE]")):
+        raise RuntimeError("stream ended without data: [DONE] or response.completed")
     run.ttfb_ms.append((first - start) * 1e3)
     run.total_ms.append((end - start) * 1e3)
     run.completed += 1

@@ -32,7 +32,20 @@ EMBEDDINGS_BODY = orjson.dumps({
 STREAM_BODY = orjson.dumps({**orjson.loads(CHAT_BODY), "stream": True,
                             "stream_options": {"include_usage": True}})
 
-SCENARIOS = {"chat": ("/v1/chat/completions", CHAT_BODY), "embeddings": ("/v1/embeddings", EMBEDDINGS_BODY)}
+RESPONSES_BODY = orjson.dumps({
+    "model": "gpt-4o-mini",
+    "instructions": "You are a concise assistant for a hardware store.",
+    "input": "Which screws should I use to hang a 20 kg mirror on a plasterboard wall, and do I need wall "
+             "plugs? Answer in two sentences.",
+    "max_output_tokens": 64,
+    "temperature": 0.2,
+})
+RESPONSES_STREAM_BODY = orjson.dumps({**orjson.loads(RESPONSES_BODY), "stream": True})
+
+SCENARIOS = {"chat": ("/v1/chat/completions", CHAT_BODY), "embeddings": ("/v1/embeddings", EMBEDDINGS_BODY),
+             "responses": ("/v1/responses", RESPONSES_BODY)}
+# Streams whose time to first byte is measured: (path, body) per API.
+STREAMS = {"chat": ("/v1/chat/completions", STREAM_BODY), "responses": ("/v1/responses", RESPONSES_STREAM_BODY)}
 
 _LUA = """\
 wrk.method = "POST"

@@ -26,7 +26,7 @@ from .config import plan_guard, watcher
 from .config.build import load_config
 from .config.holder import ConfigHolder
 from .config.snapshot import MAX_BODY_CEILING
-from .gateway import cors
+from .gateway import cors, response_ids
 from .errors import BodyTooLarge, GatewayError, MethodNotAllowed, NotFound, error_response
 from .routes import admin_routes, admin_users, auth_routes, keys_routes, openai_api, usage_routes
 from .routing.balancer import Balancer
@@ -171,6 +171,7 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     app.cleanup_ctx.append(_upstream_ctx)
     metrics.setup(app)
     usage_recorder.setup(app)
+    response_ids.setup(app)
     auth_setup(app)
     webhooks_lifecycle.setup(app)
     app.cleanup_ctx.append(_probes_ctx)

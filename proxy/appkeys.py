@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .config.holder import ConfigHolder
     from .config.watcher import ConfigWatcher
     from .gateway.request_ids import RequestIds
+    from .gateway.response_ids import ResponseIds
     from .limits.limiter import Limiter
     from .metrics import Metrics, MetricsListener
     from .routes.admin_routes import FleetEvents
@@ -48,6 +49,8 @@ FORWARDER: web.AppKey["Forwarder"] = web.AppKey("forwarder", object)
 USAGE: web.AppKey["UsageRecorder"] = web.AppKey("usage_recorder", object)
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics", object)
 METRICS_LISTENER: web.AppKey["MetricsListener"] = web.AppKey("metrics_listener", object)
+# Which account and upstream each relayed Responses API response id belongs to.
+RESPONSE_IDS: web.AppKey["ResponseIds"] = web.AppKey("response_ids", object)
 
 # -- upstreams ----------------------------------------------------------------
 # The one client to upstreams: /v1 traffic and health probes both go through it.

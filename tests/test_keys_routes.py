@@ -17,8 +17,8 @@ async def test_create_key_shows_it_once(api, clock):
     assert created["prefix"] == created["key"][:15]
     assert created == {
         "object": "api_key", "id": created["id"], "user_id": user["id"], "name": "laptop",
-        "prefix": created["prefix"], "scopes": ["chat", "completions", "embeddings", "models", "messages", "moderations", "images",
-                                               "audio", "rerank"],
+        "prefix": created["prefix"], "scopes": ["chat", "completions", "embeddings", "models", "responses", "messages",
+                                               "moderations", "images", "audio", "rerank"],
         "models": None, "limits": {}, "expires_at": None, "created_at": int(clock.now),
         "last_used_at": None, "revoked_at": None, "previous_key_expires_at": None,
         "key": created["key"],
@@ -67,8 +67,8 @@ async def test_create_with_scopes_models_limits_expiry(api, clock):
          "expires_at must be in the future, in Unix seconds; omit it or send null for a key that does not expire."),
         ({"name": "x", "scopes": []}, "scopes", "Field 'scopes' must list at least 1 item."),
         ({"name": "x", "scopes": ["admin"]}, "scopes[0]",
-         'Field \'scopes[0]\' must be one of: "chat", "completions", "embeddings", "models", "messages", '
-         '"moderations", "images", "audio", "rerank".'),
+         'Field \'scopes[0]\' must be one of: "chat", "completions", "embeddings", "models", "responses", '
+         '"messages", "moderations", "images", "audio", "rerank".'),
         ({"name": "x", "limits": {"rpm": "10"}}, "limits.rpm", "Field 'limits.rpm' must be an integer or null."),
         ({"name": "x", "limits": {"rpm": 0}}, "limits.rpm", "Field 'limits.rpm' must be at least 1."),
         ({"name": ""}, "name", "Field 'name' must be at least 1 characters long."),

@@ -34,6 +34,7 @@ def generated(lo: int, hi: int):
             "chat", "m", MODELS[(h >> 7) % len(MODELS)], None if status == 429 else "a", status,
             None, prompt, completion, prompt + completion, None, False, False,
             (prompt * 2.5 + completion * 10.0) / 1_000_000, 5.0 + (h >> 3) % 60_000 / 2.0, None, False,
+            None,  # reasoning_tokens
         )
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from proxy.store import Database
 from proxy.usage import UsageRecord, key_stats, rebuild_rollups, window_totals, write_batch
+from proxy.usage.record import COLUMNS
 from proxy.usage.rollup import estimate_percentile
 from proxy.usage.schema import BUCKET_COLUMNS, LATENCY_BOUNDS_MS
 from proxy.usage.stats import StatsQuery, usage_stats
@@ -242,9 +243,16 @@ def test_coarser_rollups_are_backfilled_from_existing_daily_rollups(tmp_path):
     db = sqlite_utils.Database(conn)
     schema.migrations.apply(db, stop_before="m002_daily_model_rollup")
     records = random_records(random.Random(7), 2_000)
+    # What the first version of write_batch did, over the columns the first migration made.
+    first_columns = [c for c in COLUMNS if c != "reasoning_tokens"]
+    first_sums = rollup._SUMS.rsplit(", SUM(COALESCE(cached_tokens", 1)[0]
+    keys = "day, user_id, key_id, model"
     conn.execute("BEGIN")
-    conn.executemany(rollup.INSERT, [r.as_row() for r in records])
-    conn.execute(rollup._ROLLUPS[0], (0,))  # what the first version of write_batch did
+    conn.executemany(f"INSERT INTO usage ({', '.join(first_columns)}) VALUES ({', '.join('?' * len(first_columns))})",
+                     [r.as_row()[:len(first_columns)] for r in records])
+    conn.execute(f"INSERT INTO usage_daily ({keys}, {', '.join(schema._FIRST_SUM_COLUMNS)}, latency_ms_max) "
+                 f"SELECT date(ts, 'unixepoch'), user_id, COALESCE(key_id, 0), served_model, {first_sums}, "
+                 "MAX(latency_ms) FROM usage GROUP BY 1, 2, 3, 4")
     conn.execute("COMMIT")
     schema.migrations.apply(db)
     for table, keys, key in (("usage_daily_model", "day, model", coarse),

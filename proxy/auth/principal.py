@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Scopes a key can hold; each /v1 route needs one.
-SCOPES = ("chat", "completions", "embeddings", "models", "messages", "moderations", "images", "audio", "rerank")
+SCOPES = ("chat", "completions", "embeddings", "models", "responses", "messages", "moderations", "images",
+          "audio", "rerank")
 
 
 @dataclass(frozen=True, slots=True)

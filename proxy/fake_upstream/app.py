@@ -11,6 +11,7 @@ from aiohttp import web
 
 from . import anthropic, media
 from .faults import LANDING, _apply_fault, _drop, _error, parse_fault
+from . import responses
 from .payloads import (DEFAULT_MODELS, _BadRequest, _Builder, _chat, _completions, _embeddings, _models,
                        _precompute)
 from .state import CONFIG_KEY, STATE_KEY, _State
@@ -44,8 +45,9 @@ async def _stream(
         state.open_streams -= 1
 
 
-def _api(builder: _Builder) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Wrap a body builder with accounting, latency, faults, auth and errors."""
+def _api(builder: _Builder, *, with_request: bool = False) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Wrap a body builder with accounting, latency, faults, auth and errors.
+    `with_request`: the builder also needs the request (path ids, stored state)."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         cfg = request.app[CONFIG_KEY]
@@ -82,11 +84,13 @@ def _api(builder: _Builder) -> Callable[[web.Request], Awaitable[web.StreamRespo
                     type="invalid_request_error",
                     code="invalid_api_key",
                 )
-            elif request.method == "POST" and not isinstance(body, dict):
+            elif request.method == "POST" and not isinstance(body, dict) and (raw or not with_request):
+                # (a bodiless POST is how clients call /responses/{id}/cancel)
                 result = _error(400, "request body must be a JSON object")
             else:
                 try:
-                    result = builder(cfg, state, body or {})
+                    result = (builder(request, cfg, state, body or {}) if with_request
+                              else builder(cfg, state, body or {}))
                 except _BadRequest as exc:
                     result = _error(400, str(exc), param=exc.param)
 
@@ -213,6 +217,7 @@ def create_fake_app(
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/audio/transcriptions", uploads)
         app.router.add_post(f"{prefix}/audio/translations", uploads)
+    responses.add_routes(app, lambda builder: _api(builder, with_request=True))
 
     app.router.add_get("/health/liveliness", _health(orjson.dumps("I'm alive!")))
     app.router.add_get(

@@ -15,7 +15,8 @@ from ..usage.record import UsageRecord
 from ..usage.tokens import CHARS_PER_TOKEN
 from .call import Call
 
-Tokens = tuple[int, int, "int | None"]
+# (prompt, completion, cached), and for families that report it, reasoning (part of completion).
+Tokens = tuple[int, int, "int | None"] | tuple[int, int, "int | None", "int | None"]
 
 
 def tokens_for_chars(chars: int) -> int:
@@ -41,9 +42,11 @@ def account(call: Call, status: int, *, tokens: Tokens | None = None, estimated:
     parsed = call.parsed
     model_name = call.model.name if call.model else (parsed.model if parsed else "")
     prompt = completion = 0
-    cached = None
+    cached = reasoning = None
     if tokens is not None:
-        prompt, completion, cached = tokens
+        prompt, completion, cached = tokens[:3]
+        if len(tokens) > 3:
+            reasoning = tokens[3]
     pricing = call.model.pricing if call.model else None
     cost = pricing.cost(prompt, completion, cached or 0) if pricing and tokens else 0.0
     if call.reservation is not None:
@@ -66,7 +69,7 @@ def account(call: Call, status: int, *, tokens: Tokens | None = None, estimated:
             requested_model=parsed.model if parsed else "",
             served_model=model_name, upstream=call.upstream, status=status, error_type=error_type,
             prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-            cached_tokens=cached, estimated=estimated, partial=partial, cost_usd=cost,
+            cached_tokens=cached, reasoning_tokens=reasoning, estimated=estimated, partial=partial, cost_usd=cost,
             latency_ms=latency * 1000.0,
             ttfb_ms=None if call.ttfb is None else call.ttfb * 1000.0,
             stream=bool(parsed and parsed.stream)))

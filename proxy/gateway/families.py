@@ -19,21 +19,29 @@ pipeline:
     error_response    which error shape the client gets
     method            POST today; follow-up GET/DELETE routes (a stored response, a
                       file) will add how to find the upstream the object lives on
+    forward           how it reaches an upstream when not simply balanced (a follow-up
+                      goes to the upstream holding the object); None: the forwarder's send
+    remember, answer_id
+                      record the id of what was created, and who owns it (stateful APIs)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import orjson
 from aiohttp import web
 
 from ..errors import GatewayError, InvalidRequest, error_response
 from ..usage.tokens import estimate_chat_tokens, estimate_input_tokens
-from . import sse
+from . import responses, sse, typed_sse
 from .intake import ParsedRequest, missing, parse_openai, type_error, upstream_body
 from .usage_bytes import extract_usage, usage_tokens
+
+if TYPE_CHECKING:
+    from ..upstream.forward import UpstreamReply
+    from .call import Call
 
 Tokens = tuple[int, int, "int | None"]
 
@@ -130,6 +138,9 @@ class Family:
     # Reads and parses the request itself (multipart uploads, streamed); None: a JSON body.
     intake: Callable[[web.Request, Any, "Family"], Awaitable[ParsedRequest]] | None = None
     passes_content_type: bool = False  # a non-stream answer keeps the upstream's type (text transcripts)
+    forward: "Callable[[Call], Awaitable[UpstreamReply]] | None" = None
+    remember: "Callable[[Call, str | None], None] | None" = None
+    answer_id: Callable[[bytes], str | None] = lambda body: None
 
 
 def _chat_body(body: dict[str, Any]) -> None:
@@ -172,6 +183,32 @@ EMBEDDINGS = Family(name="embeddings", title="Embeddings", paths=("/embeddings",
 
 FAMILIES: tuple[Family, ...] = (CHAT, COMPLETIONS, EMBEDDINGS)
 
+# -- the Responses API ---------------------------------------------------------
+# Typed events (`event:` + `data:`) ending in a terminal event; never a [DONE].
+TYPED_SSE = StreamFraming(
+    name="typed-sse", content_type="text/event-stream", new_relay=typed_sse.TypedSSERelay,
+    accepts_content_type=typed_sse.accepts_content_type, opens_validly=typed_sse.opens_validly,
+    error_event=typed_sse.error_event)
+
+RESPONSES = Family(name="responses", title="Responses", paths=("/responses",), scope="responses",
+                   upstream_path=b"/v1/responses", validate=lambda body: None,
+                   estimate_prompt=responses.estimate_prompt, framing=TYPED_SSE, parse=responses.parse,
+                   upstream_body=responses.upstream_body, usage_tokens=typed_sse.response_usage_tokens,
+                   answer_chars=responses.answer_chars, forward=responses.forward,
+                   remember=responses.remember, answer_id=responses.answer_id)
+RESPONSES_COMPACT = Family(name="responses_compact", title="Response compaction", paths=("/responses/compact",),
+                           scope="responses", upstream_path=b"/v1/responses/compact", validate=lambda body: None,
+                           estimate_prompt=responses.estimate_prompt, framing=None, parse=responses.parse,
+                           upstream_body=responses.upstream_body, usage_tokens=typed_sse.response_usage_tokens,
+                           answer_chars=responses.answer_chars, forward=responses.forward)
+RESPONSES_INPUT_TOKENS = Family(name="responses_input_tokens", title="Input token counts",
+                                paths=("/responses/input_tokens",), scope="responses",
+                                upstream_path=b"/v1/responses/input_tokens", validate=lambda body: None,
+                                estimate_prompt=responses.estimate_count_only, completes=False, framing=None,
+                                parse=responses.parse, upstream_body=responses.upstream_body,
+                                usage_tokens=responses.no_charge, forward=responses.forward)
+
+FAMILIES += (RESPONSES, RESPONSES_COMPACT, RESPONSES_INPUT_TOKENS)
 
 # -- the wider surface: Anthropic's Messages API and the pass-through families --------
 # (imported last: they are built from the classes above)

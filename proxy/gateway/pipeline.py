@@ -54,7 +54,10 @@ async def _run(request: web.Request, call: Call) -> web.StreamResponse:
             raw = await read_body(request, call.snapshot.server)
             call.parsed = parse_request(family, raw)
         await admit(request, call)
-        reply = await app[FORWARDER].send(call.snapshot, call.model, call.parsed, call.request_id, family)
+        if family.forward is not None:
+            reply = await family.forward(call)
+        else:
+            reply = await app[FORWARDER].send(call.snapshot, call.model, call.parsed, call.request_id, family)
         call.upstream = reply.upstream.name
         if call.parsed.stream:
             return await stream(request, call, reply)

@@ -27,6 +27,8 @@ def complete(call: Call, reply: UpstreamReply) -> web.Response:
     tokens, estimated = answer_tokens(call, reply.body)
     call.mark_first_byte()
     account(call, reply.status, tokens=tokens, estimated=estimated)
+    if call.family.remember is not None:
+        call.family.remember(call, call.family.answer_id(reply.body))
     body = tenant_view(reply.model.upstream_model, reply.model.name, events=False)(reply.body)
     headers = call.rl_headers  # a fresh dict per request, ours to extend
     headers["Content-Type"] = reply.content_type if call.family.passes_content_type else "application/json"
@@ -104,6 +106,8 @@ async def stream(request: web.Request, call: Call, reply: UpstreamReply) -> web.
         reply.close(ok=outcome in ("done", "upstream_error"),
                     reason="stream interrupted" if outcome == "cut" else "")
         _account_stream(call, relay, outcome)
+        if call.family.remember is not None:
+            call.family.remember(call, relay.answer_id)
     if outcome == "client_left":
         return response
     if outcome == "cut" and framing.binary and request.transport is not None:

@@ -12,6 +12,7 @@ from aiohttp import web
 from ..appkeys import AUTHENTICATOR, CONFIG, REQUEST_IDS
 from ..auth.client_address import client_address
 from ..errors import ModelNotFound
+from ..gateway import followups
 from ..gateway.admission import require_scope
 from ..gateway.families import FAMILIES
 from ..gateway.pipeline import request_id_of, routes
@@ -62,5 +63,6 @@ async def retrieve_model(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     app[REQUEST_IDS] = RequestIds()
     app.router.add_routes(routes(FAMILIES, PREFIXES))
+    app.router.add_routes(followups.routes(PREFIXES))
     add_api_route(app, "GET", "/models", list_models)
     add_api_route(app, "GET", "/models/{model}", retrieve_model)

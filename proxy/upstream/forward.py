@@ -253,8 +253,33 @@ class Forwarder:
             reasons[REASONS_SHOWN:] = [f"and {len(reasons) - REASONS_SHOWN} more"]
         return "; ".join(reasons)
 
+    async def send_to(self, upstream: UpstreamConfig, model: ModelConfig, path: bytes, body: bytes, *,
+                      stream: bool, request_id: str, family: "Family", method: bytes = b"POST",
+                      holds: str = "this object") -> UpstreamReply:
+        """One attempt on exactly `upstream`, which holds state no other upstream has
+        (a stored response): never failed over, never retried elsewhere."""
+        why = None
+        if not upstream.enabled:
+            why = "disabled"
+        elif not self.health.alive(upstream.name, self.health.now()):
+            why = self.health.reason(upstream.name) or "unavailable"
+        # A draining upstream still answers for what it holds: draining only stops new work.
+        if why is not None:
+            raise NoHealthyUpstream(
+                f"The upstream that holds {holds} ({upstream.name}) is unavailable right now ({why}); "
+                "no other upstream has it. Retry shortly.", code="pinned_upstream_unavailable",
+                headers={"Retry-After": "1", "retry-after-ms": "1000"})
+        try:
+            result = await self._attempt(upstream, model, path, body, stream, request_id, family, method=method)
+        except _Moveable as exc:
+            result = exc.args[0]
+        if isinstance(result, UpstreamReply):
+            return result
+        raise result
+
     async def _attempt(self, upstream: UpstreamConfig, model: ModelConfig, path: bytes, body: bytes,
-                       stream: bool, request_id: str, family: "Family") -> UpstreamReply | GatewayError:
+                       stream: bool, request_id: str, family: "Family",
+                       method: bytes = b"POST") -> UpstreamReply | GatewayError:
         t = upstream.timeouts
         deadline = asyncio.get_running_loop().time() + t.total  # the whole answer, in loop time
         name = upstream.name
@@ -265,7 +290,8 @@ class Forwarder:
             headers = self._headers_for(upstream, body) + b"x-request-id: " + request_id.encode() + b"\r\n"
             try:
                 response = await self.pool.request(self.pool.target(upstream.url), path, headers, body,
-                                                   connect_timeout=t.connect, read_timeout=t.first_byte)
+                                                   connect_timeout=t.connect, read_timeout=t.first_byte,
+                                                   method=method)
             except asyncio.TimeoutError:
                 raise  # a TimeoutError is an OSError too, but the upstream may be working on it
             except OSError as exc:

@@ -526,9 +526,9 @@ class ConnectionPool:
                                 request.body, connect_timeout, read_timeout)
 
     async def request(self, target: Target, path: bytes, headers: bytes, body: bytes, *,
-                      connect_timeout: float, read_timeout: float | None) -> Response:
-        """POST `body` to a pre-parsed target; see `send`."""
-        return await self._send(target, b"POST", path, headers, body, connect_timeout, read_timeout)
+                      connect_timeout: float, read_timeout: float | None, method: bytes = b"POST") -> Response:
+        """POST (or `method`) `body` to a pre-parsed target; see `send`."""
+        return await self._send(target, method, path, headers, body, connect_timeout, read_timeout)
 
     async def _send(self, target: Target, method: bytes, path: bytes, headers: bytes, body: bytes,
                     connect_timeout: float, read_timeout: float | None) -> Response:

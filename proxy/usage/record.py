@@ -27,6 +27,7 @@ class UsageRecord:
     latency_ms: float = 0.0
     ttfb_ms: float | None = None
     stream: bool = False
+    reasoning_tokens: int | None = None  # part of completion_tokens, never billed twice
 
     @property
     def is_error(self) -> bool:

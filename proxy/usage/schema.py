@@ -29,11 +29,16 @@ LATENCY_BOUNDS_MS: tuple[int, ...] = (
 )
 BUCKET_COLUMNS: tuple[str, ...] = tuple(f"lat_le_{b}" for b in LATENCY_BOUNDS_MS)
 
-# Summed counters of a rollup row, in storage order.
-SUM_COLUMNS: tuple[str, ...] = (
+# Summed counters of a rollup row, in storage order. The first set is what
+# migrations 001-003 created; the token details came with m004.
+_FIRST_SUM_COLUMNS: tuple[str, ...] = (
     "requests", "forwarded", "errors", "prompt_tokens", "completion_tokens",
     "total_tokens", "cost_usd", "latency_ms_sum",
 ) + BUCKET_COLUMNS
+# cached_tokens: the part of prompt_tokens served from a prompt cache (billed at the
+# cached price); reasoning_tokens: the part of completion_tokens spent reasoning.
+DETAIL_COLUMNS: tuple[str, ...] = ("cached_tokens", "reasoning_tokens")
+SUM_COLUMNS: tuple[str, ...] = _FIRST_SUM_COLUMNS + DETAIL_COLUMNS
 
 # Applied by the store: listed in proxy/store/migrations.py.
 migrations = sqlite_utils.Migrations("bluesminds.usage")
@@ -112,11 +117,11 @@ ROLLUP_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def sum_of_daily(table: str) -> str:
+def sum_of_daily(table: str, columns: tuple[str, ...] = SUM_COLUMNS) -> str:
     """SQL filling `table` from usage_daily: to backfill a new rollup, or rebuild one."""
     keys = ", ".join(ROLLUP_KEYS[table])
-    sums = ", ".join(f"SUM({c})" for c in SUM_COLUMNS)
-    return (f"INSERT INTO {table} ({keys}, {', '.join(SUM_COLUMNS)}, latency_ms_max) "
+    sums = ", ".join(f"SUM({c})" for c in columns)
+    return (f"INSERT INTO {table} ({keys}, {', '.join(columns)}, latency_ms_max) "
             f"SELECT {keys}, {sums}, MAX(latency_ms_max) FROM usage_daily GROUP BY {keys}")
 
 
@@ -126,7 +131,7 @@ def _create_coarse_rollup(db: sqlite_utils.Database, table: str) -> None:
         f"            {k} {'TEXT' if k in ('day', 'model') else 'INTEGER'} NOT NULL," for k in keys)
     counters = ",\n".join(
         f"            {c} {'REAL' if c in ('cost_usd', 'latency_ms_sum') else 'INTEGER'} NOT NULL DEFAULT 0"
-        for c in SUM_COLUMNS
+        for c in _FIRST_SUM_COLUMNS
     )
     db.execute(
         f"""
@@ -138,7 +143,7 @@ def _create_coarse_rollup(db: sqlite_utils.Database, table: str) -> None:
         ) WITHOUT ROWID
         """
     )
-    db.execute(sum_of_daily(table))
+    db.execute(sum_of_daily(table, _FIRST_SUM_COLUMNS))
 
 
 @migrations()
@@ -149,3 +154,35 @@ def m002_daily_model_rollup(db: sqlite_utils.Database) -> None:
 @migrations()
 def m003_daily_key_rollup(db: sqlite_utils.Database) -> None:
     _create_coarse_rollup(db, "usage_daily_key")
+
+
+@migrations()
+def m004_token_details(db: sqlite_utils.Database) -> None:
+    """Reasoning tokens on raw rows; cached and reasoning sums on every rollup,
+    the cached ones backfilled from the raw rows that always had them."""
+    db.execute("ALTER TABLE usage ADD COLUMN reasoning_tokens INTEGER")
+    for table in ROLLUP_KEYS:
+        for column in DETAIL_COLUMNS:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        """
+        UPDATE usage_daily SET cached_tokens = raw.cached
+        FROM (SELECT date(ts, 'unixepoch') AS day, user_id, COALESCE(key_id, 0) AS key_id,
+                     served_model AS model, SUM(COALESCE(cached_tokens, 0)) AS cached
+              FROM usage WHERE cached_tokens IS NOT NULL GROUP BY 1, 2, 3, 4) AS raw
+        WHERE usage_daily.day = raw.day AND usage_daily.user_id = raw.user_id
+          AND usage_daily.key_id = raw.key_id AND usage_daily.model = raw.model
+        """
+    )
+    for table, keys in ROLLUP_KEYS.items():
+        if table == "usage_daily":
+            continue
+        match = " AND ".join(f"{table}.{k} = daily.{k}" for k in keys)
+        db.execute(
+            f"""
+            UPDATE {table} SET cached_tokens = daily.cached
+            FROM (SELECT {', '.join(keys)}, SUM(cached_tokens) AS cached FROM usage_daily
+                  GROUP BY {', '.join(keys)}) AS daily
+            WHERE {match}
+            """
+        )

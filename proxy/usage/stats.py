@@ -25,6 +25,7 @@ _STAT_SUMS = (
     "SUM(requests), SUM(errors), SUM(prompt_tokens), SUM(completion_tokens), "
     "SUM(total_tokens), SUM(cost_usd), SUM(latency_ms_sum), MAX(latency_ms_max), "
     + ", ".join(f"SUM({c})" for c in BUCKET_COLUMNS)
+    + ", SUM(cached_tokens), SUM(reasoning_tokens)"
 )
 
 
@@ -65,7 +66,7 @@ def usage_stats(conn: sqlite3.Connection, q: StatsQuery) -> dict[str, Any]:
            f"GROUP BY {column} ORDER BY {column}")
     name = "key_id" if q.group_by == "key" else column
     data = []
-    total = [0] * (len(BUCKET_COLUMNS) + 8)
+    total = [0] * (len(BUCKET_COLUMNS) + 10)
     for row in conn.execute(sql, args):
         group, sums = row[0], row[1:]
         if q.group_by == "key" and group == 0:
@@ -82,6 +83,8 @@ async def stats(db: Database, q: StatsQuery) -> dict[str, Any]:
 
 def _summary(sums: tuple | list) -> dict[str, Any]:
     requests, errors, prompt, completion, tokens, cost, latency_sum, latency_max = sums[:8]
+    buckets = len(BUCKET_COLUMNS)
+    cached, reasoning = sums[8 + buckets:10 + buckets]
     return {
         "requests": requests,
         "errors": errors,
@@ -90,14 +93,16 @@ def _summary(sums: tuple | list) -> dict[str, Any]:
         "total_tokens": tokens,
         "cost_usd": cost,
         "latency_ms_mean": latency_sum / requests if requests else None,
-        "latency_ms_p95": estimate_percentile(0.95, requests, sums[8:], latency_max),
+        "cached_tokens": cached,
+        "reasoning_tokens": reasoning,
+        "latency_ms_p95": estimate_percentile(0.95, requests, sums[8:8 + buckets], latency_max),
         "latency_ms_max": latency_max if requests else None,
     }
 
 
 _LOG_COLUMNS = (
     "id, ts, request_id, user_id, key_id, route, requested_model, served_model, upstream, "
-    "status, error_type, prompt_tokens, completion_tokens, total_tokens, cached_tokens, "
+    "status, error_type, prompt_tokens, completion_tokens, total_tokens, cached_tokens, reasoning_tokens, "
     "estimated, partial, cost_usd, latency_ms, ttfb_ms, stream"
 )
 
