@@ -38,7 +38,7 @@ def random_records(rnd: random.Random, n: int) -> list[UsageRecord]:
             upstream=None if status in (400, 429) else rnd.choice(("a", "b")),
             status=status, error_type=None, prompt_tokens=prompt, completion_tokens=completion,
             total_tokens=prompt + completion, cached_tokens=None,
-            cost_usd=rnd.random() / 100, latency_ms=rnd.choice((
+            cost_nano=rnd.randrange(10_000_000), latency_ms=rnd.choice((
                 rnd.uniform(0, 10), 10.0, 25.0, rnd.lognormvariate(6.5, 1.2), 250_000.0)),
         ))
     return out
@@ -64,7 +64,7 @@ def assert_every_rollup_matches(db, records):
 
 def reference(records, key=fine):
     groups = defaultdict(lambda: {"requests": 0, "forwarded": 0, "errors": 0, "prompt_tokens": 0,
-                                  "completion_tokens": 0, "total_tokens": 0, "cost_usd": 0.0,
+                                  "completion_tokens": 0, "total_tokens": 0, "cost_nano": 0,
                                   "latency_ms_sum": 0.0, "latency_ms_max": 0.0,
                                   "buckets": [0] * len(LATENCY_BOUNDS_MS)})
     for r in records:
@@ -75,7 +75,7 @@ def reference(records, key=fine):
         g["prompt_tokens"] += r.prompt_tokens
         g["completion_tokens"] += r.completion_tokens
         g["total_tokens"] += r.total_tokens
-        g["cost_usd"] += r.cost_usd
+        g["cost_nano"] += r.cost_nano
         g["latency_ms_sum"] += r.latency_ms
         g["latency_ms_max"] = max(g["latency_ms_max"], r.latency_ms)
         for i, bound in enumerate(LATENCY_BOUNDS_MS):
@@ -86,7 +86,7 @@ def reference(records, key=fine):
 def stored(db: Database, table: str = "usage_daily", keys: str = "day, user_id, key_id, model"):
     width = len(keys.split(","))
     columns = ("requests, forwarded, errors, prompt_tokens, completion_tokens, total_tokens, "
-               "cost_usd, latency_ms_sum, latency_ms_max, " + ", ".join(BUCKET_COLUMNS))
+               "cost_nano, latency_ms_sum, latency_ms_max, " + ", ".join(BUCKET_COLUMNS))
 
     def read(conn):
         out = {}
@@ -104,7 +104,7 @@ def assert_matches(table, groups):
         got = table[key]
         assert got[:6] == (g["requests"], g["forwarded"], g["errors"], g["prompt_tokens"],
                            g["completion_tokens"], g["total_tokens"]), key
-        assert got[6] == pytest.approx(g["cost_usd"], rel=1e-9, abs=1e-12)
+        assert got[6] == g["cost_nano"]  # integers: exact, not approximately
         assert got[7] == pytest.approx(g["latency_ms_sum"], rel=1e-9)
         assert got[8] == g["latency_ms_max"]
         assert list(got[9:]) == g["buckets"], key
@@ -190,7 +190,7 @@ def test_window_totals_cover_today_and_this_month_only(loaded):
                 acc[1] += r.total_tokens
             acc[2] += forwarded
             acc[3] += r.total_tokens
-            acc[4] += r.cost_usd
+            acc[4] += r.cost_nano / 1e9
     totals = db.read_sync(lambda conn: window_totals(conn, NOW))
     got = {(t.scope, t.id): t for t in totals}
     assert set(got) == set(expected)
@@ -213,7 +213,7 @@ async def test_key_stats_all_time_and_last_30_days(loaded):
         e = expected[r.key_id]
         e["requests"] += 1
         e["tokens"] += r.total_tokens
-        e["cost"] += r.cost_usd
+        e["cost"] += r.cost_nano / 1e9
         if day_of(r.ts) >= since:
             e["r30"] += 1
             e["t30"] += r.total_tokens
@@ -243,8 +243,12 @@ def test_coarser_rollups_are_backfilled_from_existing_daily_rollups(tmp_path):
     schema.migrations.apply(db, stop_before="m002_daily_model_rollup")
     records = random_records(random.Random(7), 2_000)
     conn.execute("BEGIN")
-    conn.executemany(rollup.INSERT, [r.as_row() for r in records])
-    conn.execute(rollup._ROLLUPS[0], (0,))  # what the first version of write_batch did
+    _insert_v1_rows(conn, records)
+    # What the first version of write_batch did, when costs were REAL USD.
+    conn.execute(rollup._ROLLUPS[0].replace("SUM(cost_nano)", "SUM(cost_usd)")
+                 .replace("cost_nano = cost_nano + excluded.cost_nano",
+                          "cost_usd = cost_usd + excluded.cost_usd")
+                 .replace(", cost_nano,", ", cost_usd,"), (0,))
     conn.execute("COMMIT")
     schema.migrations.apply(db)
     for table, keys, key in (("usage_daily_model", "day, model", coarse),
@@ -257,4 +261,46 @@ def test_coarser_rollups_are_backfilled_from_existing_daily_rollups(tmp_path):
         expected = reference(records, key)
         assert got == {k: (g["requests"], g["total_tokens"], g["latency_ms_max"], g["buckets"][-1])
                        for k, g in expected.items()}
+    conn.close()
+
+
+def _insert_v1_rows(conn, records) -> None:
+    """Rows as the first schema stored them: the cost as REAL USD in `cost_usd`."""
+    columns = [c if c != "cost_nano" else "cost_usd" for c in rollup_columns()]
+    rows = [tuple(v / 1e9 if c == "cost_usd" else v for c, v in zip(columns, r.as_row()))
+            for r in records]
+    conn.executemany(f"INSERT INTO usage ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                     rows)
+
+
+def rollup_columns():
+    from proxy.usage.record import COLUMNS
+    return COLUMNS
+
+
+def test_migration_004_turns_float_costs_into_exact_nano_dollars(tmp_path):
+    import sqlite3
+
+    import sqlite_utils
+
+    from proxy.usage import rollup, schema
+
+    conn = sqlite3.connect(str(tmp_path / "old.db"), isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    schema.migrations.apply(db, stop_before="m004_cost_in_nano_dollars")
+    records = random_records(random.Random(11), 3_000)
+    conn.execute("BEGIN")
+    _insert_v1_rows(conn, records)
+    conn.execute(rollup._ROLLUPS[0].replace("SUM(cost_nano)", "SUM(cost_usd)")
+                 .replace("cost_nano = cost_nano + excluded.cost_nano",
+                          "cost_usd = cost_usd + excluded.cost_usd")
+                 .replace(", cost_nano,", ", cost_usd,"), (0,))
+    conn.execute("COMMIT")
+    schema.migrations.apply(db)
+    by_request = dict(conn.execute("SELECT request_id, cost_nano FROM usage"))
+    assert by_request == {r.request_id: r.cost_nano for r in records}
+    assert "cost_usd" not in [row[1] for row in conn.execute("PRAGMA table_info(usage_daily)")]
+    got = {tuple(row[:4]): row[4] for row in conn.execute(
+        "SELECT day, user_id, key_id, model, cost_nano FROM usage_daily")}
+    assert got == {k: g["cost_nano"] for k, g in reference(records).items()}
     conn.close()

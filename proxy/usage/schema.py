@@ -29,11 +29,15 @@ LATENCY_BOUNDS_MS: tuple[int, ...] = (
 )
 BUCKET_COLUMNS: tuple[str, ...] = tuple(f"lat_le_{b}" for b in LATENCY_BOUNDS_MS)
 
-# Summed counters of a rollup row, in storage order.
+# Summed counters of a rollup row. `cost_nano` is integer nano-dollars (see
+# proxy/billing/money.py): sums of it are exact, so an invoice adds up to its rows.
 SUM_COLUMNS: tuple[str, ...] = (
     "requests", "forwarded", "errors", "prompt_tokens", "completion_tokens",
-    "total_tokens", "cost_usd", "latency_ms_sum",
+    "total_tokens", "cost_nano", "latency_ms_sum",
 ) + BUCKET_COLUMNS
+# The counters as migrations 001-003 created them (cost as REAL USD), which is
+# what those migrations must keep building on a fresh database before 004 runs.
+_V1_SUM_COLUMNS: tuple[str, ...] = tuple("cost_usd" if c == "cost_nano" else c for c in SUM_COLUMNS)
 
 # Applied by the store: listed in proxy/store/migrations.py.
 migrations = sqlite_utils.Migrations("bluesminds.usage")
@@ -112,11 +116,11 @@ ROLLUP_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def sum_of_daily(table: str) -> str:
+def sum_of_daily(table: str, columns: tuple[str, ...] = SUM_COLUMNS) -> str:
     """SQL filling `table` from usage_daily: to backfill a new rollup, or rebuild one."""
     keys = ", ".join(ROLLUP_KEYS[table])
-    sums = ", ".join(f"SUM({c})" for c in SUM_COLUMNS)
-    return (f"INSERT INTO {table} ({keys}, {', '.join(SUM_COLUMNS)}, latency_ms_max) "
+    sums = ", ".join(f"SUM({c})" for c in columns)
+    return (f"INSERT INTO {table} ({keys}, {', '.join(columns)}, latency_ms_max) "
             f"SELECT {keys}, {sums}, MAX(latency_ms_max) FROM usage_daily GROUP BY {keys}")
 
 
@@ -126,7 +130,7 @@ def _create_coarse_rollup(db: sqlite_utils.Database, table: str) -> None:
         f"            {k} {'TEXT' if k in ('day', 'model') else 'INTEGER'} NOT NULL," for k in keys)
     counters = ",\n".join(
         f"            {c} {'REAL' if c in ('cost_usd', 'latency_ms_sum') else 'INTEGER'} NOT NULL DEFAULT 0"
-        for c in SUM_COLUMNS
+        for c in _V1_SUM_COLUMNS
     )
     db.execute(
         f"""
@@ -138,7 +142,7 @@ def _create_coarse_rollup(db: sqlite_utils.Database, table: str) -> None:
         ) WITHOUT ROWID
         """
     )
-    db.execute(sum_of_daily(table))
+    db.execute(sum_of_daily(table, _V1_SUM_COLUMNS))
 
 
 @migrations()
@@ -149,3 +153,16 @@ def m002_daily_model_rollup(db: sqlite_utils.Database) -> None:
 @migrations()
 def m003_daily_key_rollup(db: sqlite_utils.Database) -> None:
     _create_coarse_rollup(db, "usage_daily_key")
+
+
+@migrations()
+def m004_cost_in_nano_dollars(db: sqlite_utils.Database) -> None:
+    """Float USD → integer nano-dollars, in the raw rows and every rollup.
+
+    Rounding each stored float once to the nearest nano-dollar is exact for
+    every cost the gateway wrote (a float holds ~16 significant digits); from
+    here on costs are integers and sums of them never drift."""
+    for table in ("usage", *ROLLUP_KEYS):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN cost_nano INTEGER NOT NULL DEFAULT 0")
+        db.execute(f"UPDATE {table} SET cost_nano = CAST(ROUND(cost_usd * 1e9) AS INTEGER)")
+        db.execute(f"ALTER TABLE {table} DROP COLUMN cost_usd")
