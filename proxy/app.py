@@ -21,6 +21,7 @@ from . import access_log, limits, metrics
 from .appkeys import BALANCER, CLOCK, CONFIG, HEALTH, RETRY_BUDGET, STORE, TRANSPORT
 from .auth.management import guard_admin_path, require_admin
 from .auth import setup as auth_setup
+from .billing import routes as billing_routes
 from .config import plan_guard, watcher
 from .config.build import load_config
 from .config.holder import ConfigHolder
@@ -167,6 +168,7 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     metrics.setup(app)
     usage_recorder.setup(app)
     auth_setup(app)
+    billing_routes.setup(app)  # the Creem client and the invoice job, after the store
     app.cleanup_ctx.append(_probes_ctx)
     if watch:
         watcher.setup(app)
