@@ -78,7 +78,9 @@ def _checkout_completed(conn, snapshot: Snapshot, event: CreemEvent, now: float)
         raise CreemMismatch("The checkout names no order this gateway created (request_id).",
                             param="object.request_id")
     creem_order = obj.get("order") if isinstance(obj.get("order"), dict) else {}
-    product = ref(obj.get("product")) or ref(creem_order.get("product"))
+    # The checkout and its order each name the product; both must be the one ordered.
+    products = {ref(obj.get("product")), ref(creem_order.get("product"))} - {None}
+    product = products.pop() if len(products) == 1 else None
     paid, currency = amount(creem_order.get("amount")), str(creem_order.get("currency") or "").upper()
     for name, got, expected in (("product", product, order["product_id"]),
                                 ("amount", paid, order["amount_minor"]),
