@@ -55,14 +55,14 @@ def billing_section(creem_url: str | None, *, secret: bool = True, **extra: Any)
 
 async def start_gateway(tmp_path, monkeypatch, upstream_url: str, clock: Clock, *, creem: FakeCreem | None,
                         secret: bool = True, plans: dict | None = None, tenant_plan: str = "test",
-                        **overrides: Any) -> GatewayHarness:
+                        billing: dict | None = None, **overrides: Any) -> GatewayHarness:
     monkeypatch.setenv(ADMIN_ENV, ADMIN_KEY)
     monkeypatch.setenv(CREEM_KEY_ENV, CREEM_KEY)
     monkeypatch.setenv(CREEM_SECRET_ENV, CREEM_SECRET)
     harness = GatewayHarness.write(
         str(tmp_path / "config"), [upstream_entry("u", upstream_url)],
         admin={"key_env": ADMIN_ENV}, plans=plans or PLANS,
-        billing=billing_section(creem.url if creem else None, secret=secret), **overrides)
+        billing=billing_section(creem.url if creem else None, secret=secret, **(billing or {})), **overrides)
     # The tenant exists from the clock's "now", so it is billed for the months the test uses.
     harness.user_id, harness.key = create_user_and_key(harness.db_path, "tenant@example.com", PASSWORD,
                                                        tenant_plan, "e2e", bcrypt_rounds=4, clock=clock)
