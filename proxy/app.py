@@ -22,6 +22,7 @@ from . import access_log, limits, metrics
 from .appkeys import BALANCER, CLOCK, CONFIG, HEALTH, RETRY_BUDGET, STORE, TRANSPORT
 from .auth.management import guard_admin_path, require_admin
 from .auth import setup as auth_setup
+from .billing import routes as billing_routes
 from .config import plan_guard, watcher
 from .config.build import load_config
 from .config.holder import ConfigHolder
@@ -174,6 +175,7 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     response_ids.setup(app)
     auth_setup(app)
     webhooks_lifecycle.setup(app)
+    billing_routes.setup(app)  # the Creem client and the invoice job, after the store
     app.cleanup_ctx.append(_probes_ctx)
     if watch:
         watcher.setup(app)

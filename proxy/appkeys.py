@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Callable
 from aiohttp import web
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from .auth.authenticator import Authenticator
     from .auth.passwords import Hasher
     from .auth.throttle import LoginThrottle
@@ -58,6 +60,10 @@ TRANSPORT: web.AppKey["Transport"] = web.AppKey("transport", object)
 BALANCER: web.AppKey["Balancer"] = web.AppKey("balancer", object)
 HEALTH: web.AppKey["HealthMonitor"] = web.AppKey("health", object)
 RETRY_BUDGET: web.AppKey["RetryBudget"] = web.AppKey("retry_budget", object)
+
+# -- billing -------------------------------------------------------------------
+# The client for Creem's API (checkouts); never used on the /v1 path.
+CREEM_HTTP: web.AppKey["aiohttp.ClientSession"] = web.AppKey("creem_http", object)
 
 # -- admin ---------------------------------------------------------------------
 EVENTS: web.AppKey["FleetEvents"] = web.AppKey("fleet_events", object)

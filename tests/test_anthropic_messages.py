@@ -73,7 +73,7 @@ async def test_sdk_non_stream_with_x_api_key_sees_the_public_model_and_is_billed
     # input_tokens excludes the cache: the prompt billed is input + cache reads, the reads at the cached price.
     assert (row["prompt_tokens"], row["completion_tokens"], row["cached_tokens"]) == (7, 6, 3)
     assert row["estimated"] == 0 and row["partial"] == 0
-    assert row["cost_usd"] == pytest.approx((4 * 3.0 + 3 * 0.3 + 6 * 15.0) / 1e6)
+    assert row["cost_nano"] == 4 * 3_000 + 3 * 300 + 6 * 15_000  # cache reads at the cached price
 
 
 async def test_sdk_stream_yields_typed_events_with_the_public_model_and_usage(clients, harness):

@@ -21,7 +21,7 @@ CASES = {
                          "(while parsing a flow sequence that starts on line 6)",
     "top_level_list.yaml": "1: top level must be a mapping of sections",
     "unknown_section.yaml": "7: unknown section 'caching' (known: server, database, admin, auth, "
-                            "health, retry, upstreams, models, plans, routing, upstream_overrides, webhooks)",
+                            "health, retry, upstreams, models, plans, routing, upstream_overrides, webhooks, billing)",
     "unknown_field.yaml": "7: upstreams[0].wieght: unknown field 'wieght' (known: name, url, weight, "
                           "priority, models, region, timeouts, max_concurrent, api_key_env, enabled, drain)",
     "wrong_type.yaml": "2: server.port: '8080' is not of type 'integer'",

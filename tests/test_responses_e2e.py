@@ -51,7 +51,7 @@ async def usage_rows(gateway) -> list[dict]:
 
     def read(conn):
         cursor = conn.execute("SELECT route, status, upstream, prompt_tokens, completion_tokens, cached_tokens, "
-                              "reasoning_tokens, cost_usd, partial, estimated FROM usage ORDER BY id")
+                              "reasoning_tokens, cost_nano, partial, estimated FROM usage ORDER BY id")
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor]
     return await gateway.app[STORE].read(read)
@@ -240,17 +240,16 @@ async def test_accounting_reads_cached_and_reasoning_tokens_and_prices_them(gate
     last = [e async for e in second][-1].response
     rows = [r for r in await usage_rows(gateway) if r["route"] == "responses"]
     assert first.usage.output_tokens_details.reasoning_tokens == 3
-    assert rows[0] | {"cost_usd": None} == {
+    # reasoning is part of output, billed once: 4 in at $1/M + 8 out at $4/M, in nano-dollars
+    assert rows[0] == {
         "route": "responses", "status": 200, "upstream": rows[0]["upstream"], "prompt_tokens": 4,
-        "completion_tokens": 8, "cached_tokens": 0, "reasoning_tokens": 3, "cost_usd": None,
+        "completion_tokens": 8, "cached_tokens": 0, "reasoning_tokens": 3, "cost_nano": 4 * 1_000 + 8 * 4_000,
         "partial": 0, "estimated": 0}
-    # reasoning is part of output, billed once: 4 in at $1/M + 8 out at $4/M
-    assert rows[0]["cost_usd"] == pytest.approx((4 * 1.0 + 8 * 4.0) / 1e6)
     cached = last.usage.input_tokens_details.cached_tokens
     assert cached == first.usage.total_tokens == 12
     assert rows[1]["prompt_tokens"] == last.usage.input_tokens == 14
     assert rows[1]["cached_tokens"] == 12
-    assert rows[1]["cost_usd"] == pytest.approx(((14 - 12) * 1.0 + 12 * 0.5 + 5 * 4.0) / 1e6)
+    assert rows[1]["cost_nano"] == (14 - 12) * 1_000 + 12 * 500 + 5 * 4_000
 
 
 async def test_follow_ups_are_accounted_but_not_billed(gateway):
@@ -259,8 +258,8 @@ async def test_follow_ups_are_accounted_but_not_billed(gateway):
     await api.responses.retrieve(made.id)
     await api.responses.input_items.list(made.id)
     rows = await usage_rows(gateway)
-    assert [(r["route"], r["status"], r["prompt_tokens"], r["completion_tokens"], r["cost_usd"]) for r in rows[1:]] == [
-        ("responses_get", 200, 0, 0, 0.0), ("responses_input_items", 200, 0, 0, 0.0)]
+    assert [(r["route"], r["status"], r["prompt_tokens"], r["completion_tokens"], r["cost_nano"]) for r in rows[1:]] == [
+        ("responses_get", 200, 0, 0, 0), ("responses_input_items", 200, 0, 0, 0)]
     assert rows[1]["upstream"] == rows[0]["upstream"]
 
 
@@ -290,7 +289,7 @@ async def test_compact_and_input_tokens(gateway):
     counted = await api.responses.input_tokens.count(model="gpt-4o-mini", input="a b c")
     assert counted.input_tokens == 4
     rows = await usage_rows(gateway)
-    assert [(r["route"], r["cost_usd"] > 0) for r in rows] == [("responses_compact", True),
+    assert [(r["route"], r["cost_nano"] > 0) for r in rows] == [("responses_compact", True),
                                                                ("responses_input_tokens", False)]
 
 

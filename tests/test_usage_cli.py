@@ -22,7 +22,7 @@ def row(ts: float, user: int, model: str, tokens: int, cost: float) -> UsageReco
     return UsageRecord(ts=ts, request_id="r", user_id=user, key_id=None, route="chat",
                        requested_model=model, served_model=model, upstream="a", status=200,
                        error_type=None, prompt_tokens=tokens, completion_tokens=0,
-                       total_tokens=tokens, cost_usd=cost, latency_ms=100.0)
+                       total_tokens=tokens, cost_nano=round(cost * 1e9), latency_ms=100.0)
 
 
 @pytest.fixture

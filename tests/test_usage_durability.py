@@ -31,7 +31,7 @@ def rec(i: int) -> UsageRecord:
     return UsageRecord(
         ts=T0 + i, request_id=f"req_{i}", user_id=1, key_id=7, route="chat",
         requested_model="gpt", served_model="gpt-4o", upstream="a", status=200, error_type=None,
-        prompt_tokens=10, completion_tokens=5, total_tokens=15, cost_usd=0.001, latency_ms=120.0,
+        prompt_tokens=10, completion_tokens=5, total_tokens=15, cost_nano=round(0.001 * 1e9), latency_ms=120.0,
         ttfb_ms=40.0)
 
 

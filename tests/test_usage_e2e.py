@@ -54,7 +54,7 @@ async def test_non_stream_row_has_upstream_usage_and_cost(harness):
     assert row["estimated"] == 0 and row["partial"] == 0 and row["stream"] == 0
     assert row["requested_model"] == "mini" and row["served_model"] == "gpt-4o-mini"
     assert row["upstream"] == "u" and row["status"] == 200
-    assert row["cost_usd"] == pytest.approx((4 * 0.15 + 4 * 0.6) / 1e6)
+    assert row["cost_nano"] == 4 * 150 + 4 * 600  # nano-dollars, exactly: $0.15 and $0.60 per 1M
     assert row["user_id"] == harness.user_id and row["key_id"] is not None
 
 
@@ -83,7 +83,7 @@ async def test_cut_stream_is_billed_for_what_was_delivered_and_marked(harness, f
     assert row["partial"] == 1 and row["estimated"] == 1
     assert row["status"] == 502 and row["error_type"] == "cut"
     assert row["completion_tokens"] >= 1  # three content pieces reached the client
-    assert row["cost_usd"] > 0
+    assert row["cost_nano"] > 0
 
 
 async def test_client_that_leaves_mid_stream_gets_a_partial_row(tmp_path):
@@ -116,7 +116,7 @@ async def test_error_rows_are_kept_with_their_type(harness, fake):
         await client(harness).chat.completions.create(model="gpt-4o-mini",
                                                       messages=[{"role": "user", "content": "hi"}])
     [row] = await settled(harness)
-    assert row["status"] == 400 and row["total_tokens"] == 0 and row["cost_usd"] == 0
+    assert row["status"] == 400 and row["total_tokens"] == 0 and row["cost_nano"] == 0
 
 
 async def test_embeddings_row(harness):

@@ -33,7 +33,7 @@ def generated(lo: int, hi: int):
             START + i * span, f"r{i}", user, None if h % 11 == 0 else user * 100 + h % 3,
             "chat", "m", MODELS[(h >> 7) % len(MODELS)], None if status == 429 else "a", status,
             None, prompt, completion, prompt + completion, None, False, False,
-            (prompt * 2.5 + completion * 10.0) / 1_000_000, 5.0 + (h >> 3) % 60_000 / 2.0, None, False,
+            (prompt * 2_500 + completion * 10_000), 5.0 + (h >> 3) % 60_000 / 2.0, None, False,
             None,  # reasoning_tokens
         )
 
@@ -62,7 +62,7 @@ def million(tmp_path_factory):
 def direct(db: Database, group: str, where: str = "1", args: tuple = ()):
     sql = f"""
         SELECT {group}, COUNT(*), SUM(status >= 400), SUM(prompt_tokens), SUM(completion_tokens),
-               SUM(total_tokens), SUM(cost_usd), SUM(latency_ms), MAX(latency_ms)
+               SUM(total_tokens), SUM(cost_nano) / 1e9, SUM(latency_ms), MAX(latency_ms)
         FROM usage WHERE {where} GROUP BY {group} ORDER BY {group}
     """
     return db.read_sync(lambda conn: [tuple(r) for r in conn.execute(sql, args)])

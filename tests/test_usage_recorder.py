@@ -30,7 +30,7 @@ def rec(i: int, *, user: int = 1, key: int | None = 7, ts: float | None = None, 
     fields = dict(
         ts=T0 + i if ts is None else ts, request_id=f"req_{i}", user_id=user, key_id=key,
         route="chat", requested_model="gpt", served_model="gpt-4o", upstream="a", status=200,
-        error_type=None, prompt_tokens=10, completion_tokens=5, total_tokens=15, cost_usd=0.001,
+        error_type=None, prompt_tokens=10, completion_tokens=5, total_tokens=15, cost_nano=round(0.001 * 1e9),
         latency_ms=120.0, ttfb_ms=40.0,
     )
     fields.update(kw)

@@ -39,7 +39,7 @@ def random_records(rnd: random.Random, n: int) -> list[UsageRecord]:
             upstream=None if status in (400, 429) else rnd.choice(("a", "b")),
             status=status, error_type=None, prompt_tokens=prompt, completion_tokens=completion,
             total_tokens=prompt + completion, cached_tokens=None,
-            cost_usd=rnd.random() / 100, latency_ms=rnd.choice((
+            cost_nano=rnd.randrange(10_000_000), latency_ms=rnd.choice((
                 rnd.uniform(0, 10), 10.0, 25.0, rnd.lognormvariate(6.5, 1.2), 250_000.0)),
         ))
     return out
@@ -65,7 +65,7 @@ def assert_every_rollup_matches(db, records):
 
 def reference(records, key=fine):
     groups = defaultdict(lambda: {"requests": 0, "forwarded": 0, "errors": 0, "prompt_tokens": 0,
-                                  "completion_tokens": 0, "total_tokens": 0, "cost_usd": 0.0,
+                                  "completion_tokens": 0, "total_tokens": 0, "cost_nano": 0,
                                   "latency_ms_sum": 0.0, "latency_ms_max": 0.0,
                                   "buckets": [0] * len(LATENCY_BOUNDS_MS)})
     for r in records:
@@ -76,7 +76,7 @@ def reference(records, key=fine):
         g["prompt_tokens"] += r.prompt_tokens
         g["completion_tokens"] += r.completion_tokens
         g["total_tokens"] += r.total_tokens
-        g["cost_usd"] += r.cost_usd
+        g["cost_nano"] += r.cost_nano
         g["latency_ms_sum"] += r.latency_ms
         g["latency_ms_max"] = max(g["latency_ms_max"], r.latency_ms)
         for i, bound in enumerate(LATENCY_BOUNDS_MS):
@@ -87,7 +87,7 @@ def reference(records, key=fine):
 def stored(db: Database, table: str = "usage_daily", keys: str = "day, user_id, key_id, model"):
     width = len(keys.split(","))
     columns = ("requests, forwarded, errors, prompt_tokens, completion_tokens, total_tokens, "
-               "cost_usd, latency_ms_sum, latency_ms_max, " + ", ".join(BUCKET_COLUMNS))
+               "cost_nano, latency_ms_sum, latency_ms_max, " + ", ".join(BUCKET_COLUMNS))
 
     def read(conn):
         out = {}
@@ -105,7 +105,7 @@ def assert_matches(table, groups):
         got = table[key]
         assert got[:6] == (g["requests"], g["forwarded"], g["errors"], g["prompt_tokens"],
                            g["completion_tokens"], g["total_tokens"]), key
-        assert got[6] == pytest.approx(g["cost_usd"], rel=1e-9, abs=1e-12)
+        assert got[6] == g["cost_nano"]  # integers: exact, not approximately
         assert got[7] == pytest.approx(g["latency_ms_sum"], rel=1e-9)
         assert got[8] == g["latency_ms_max"]
         assert list(got[9:]) == g["buckets"], key
@@ -191,7 +191,7 @@ def test_window_totals_cover_today_and_this_month_only(loaded):
                 acc[1] += r.total_tokens
             acc[2] += forwarded
             acc[3] += r.total_tokens
-            acc[4] += r.cost_usd
+            acc[4] += r.cost_nano / 1e9
     totals = db.read_sync(lambda conn: window_totals(conn, NOW))
     got = {(t.scope, t.id): t for t in totals}
     assert set(got) == set(expected)
@@ -214,7 +214,7 @@ async def test_key_stats_all_time_and_last_30_days(loaded):
         e = expected[r.key_id]
         e["requests"] += 1
         e["tokens"] += r.total_tokens
-        e["cost"] += r.cost_usd
+        e["cost"] += r.cost_nano / 1e9
         if day_of(r.ts) >= since:
             e["r30"] += 1
             e["t30"] += r.total_tokens
@@ -237,22 +237,14 @@ def test_coarser_rollups_are_backfilled_from_existing_daily_rollups(tmp_path):
 
     import sqlite_utils
 
-    from proxy.usage import rollup, schema
+    from proxy.usage import schema
 
     conn = sqlite3.connect(str(tmp_path / "old.db"), isolation_level=None)
     db = sqlite_utils.Database(conn)
     schema.migrations.apply(db, stop_before="m002_daily_model_rollup")
     records = random_records(random.Random(7), 2_000)
-    # What the first version of write_batch did, over the columns the first migration made.
-    first_columns = [c for c in COLUMNS if c != "reasoning_tokens"]
-    first_sums = rollup._SUMS.rsplit(", SUM(COALESCE(cached_tokens", 1)[0]
-    keys = "day, user_id, key_id, model"
     conn.execute("BEGIN")
-    conn.executemany(f"INSERT INTO usage ({', '.join(first_columns)}) VALUES ({', '.join('?' * len(first_columns))})",
-                     [r.as_row()[:len(first_columns)] for r in records])
-    conn.execute(f"INSERT INTO usage_daily ({keys}, {', '.join(schema._FIRST_SUM_COLUMNS)}, latency_ms_max) "
-                 f"SELECT date(ts, 'unixepoch'), user_id, COALESCE(key_id, 0), served_model, {first_sums}, "
-                 "MAX(latency_ms) FROM usage GROUP BY 1, 2, 3, 4")
+    _insert_as_the_old_schema_did(conn, records)
     conn.execute("COMMIT")
     schema.migrations.apply(db)
     for table, keys, key in (("usage_daily_model", "day, model", coarse),
@@ -265,4 +257,61 @@ def test_coarser_rollups_are_backfilled_from_existing_daily_rollups(tmp_path):
         expected = reference(records, key)
         assert got == {k: (g["requests"], g["total_tokens"], g["latency_ms_max"], g["buckets"][-1])
                        for k, g in expected.items()}
+    conn.close()
+
+
+def _columns(conn, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+
+
+# How an old write_batch summed each counter it had, from the raw rows.
+_OLD_SUMS = {
+    "requests": "COUNT(*)", "forwarded": "COUNT(upstream)", "errors": "SUM(status >= 400)",
+    "prompt_tokens": "SUM(prompt_tokens)", "completion_tokens": "SUM(completion_tokens)",
+    "total_tokens": "SUM(total_tokens)", "cost_usd": "SUM(cost_usd)", "cost_nano": "SUM(cost_nano)",
+    "latency_ms_sum": "SUM(latency_ms)", "latency_ms_max": "MAX(latency_ms)",
+    "cached_tokens": "SUM(COALESCE(cached_tokens, 0))", "reasoning_tokens": "SUM(COALESCE(reasoning_tokens, 0))",
+    **{f"lat_le_{b}": f"SUM(latency_ms <= {b})" for b in LATENCY_BOUNDS_MS},
+}
+
+
+def _insert_as_the_old_schema_did(conn, records) -> None:
+    """Raw rows and the daily rollup as an earlier write_batch stored them, over the
+    columns the tables have at this point of the migrations (cost as REAL USD
+    before it became integer nano-dollars)."""
+    columns = [c for c in _columns(conn, "usage") if c != "id"]
+    rows = []
+    for r in records:
+        values = dict(zip(COLUMNS, r.as_row()))
+        values["cost_usd"] = r.cost_nano / 1e9
+        rows.append(tuple(values.get(c) for c in columns))
+    conn.executemany(f"INSERT INTO usage ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})", rows)
+    keys = ("day", "user_id", "key_id", "model")
+    counters = [c for c in _columns(conn, "usage_daily") if c not in keys]
+    conn.execute(f"INSERT INTO usage_daily ({', '.join(keys)}, {', '.join(counters)}) "
+                 f"SELECT date(ts, 'unixepoch'), user_id, COALESCE(key_id, 0), served_model, "
+                 f"{', '.join(_OLD_SUMS[c] for c in counters)} FROM usage GROUP BY 1, 2, 3, 4")
+
+
+def test_migration_005_turns_float_costs_into_exact_nano_dollars(tmp_path):
+    import sqlite3
+
+    import sqlite_utils
+
+    from proxy.usage import schema
+
+    conn = sqlite3.connect(str(tmp_path / "old.db"), isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    schema.migrations.apply(db, stop_before="m005_cost_in_nano_dollars")
+    records = random_records(random.Random(11), 3_000)
+    conn.execute("BEGIN")
+    _insert_as_the_old_schema_did(conn, records)
+    conn.execute("COMMIT")
+    schema.migrations.apply(db)
+    by_request = dict(conn.execute("SELECT request_id, cost_nano FROM usage"))
+    assert by_request == {r.request_id: r.cost_nano for r in records}
+    assert "cost_usd" not in [row[1] for row in conn.execute("PRAGMA table_info(usage_daily)")]
+    got = {tuple(row[:4]): row[4] for row in conn.execute(
+        "SELECT day, user_id, key_id, model, cost_nano FROM usage_daily")}
+    assert got == {k: g["cost_nano"] for k, g in reference(records).items()}
     conn.close()

@@ -45,14 +45,14 @@ def usage_rows() -> list[UsageRecord]:
             upstream=None if status == 429 else "up-a", status=status,
             error_type="rate_limit_exceeded" if status == 429 else None,
             prompt_tokens=100, completion_tokens=20 if status == 200 else 0,
-            total_tokens=120 if status == 200 else 100, cost_usd=0.01, latency_ms=200.0 + i))
+            total_tokens=120 if status == 200 else 100, cost_nano=round(0.01 * 1e9), latency_ms=200.0 + i))
     # Bob (user 2): 20 requests today on key 21.
     for i in range(20):
         rows.append(UsageRecord(
             ts=NOW - 100 - i, request_id=f"b{i}", user_id=2, key_id=21, route="embeddings",
             requested_model="embed", served_model="embed-3", upstream="up-b", status=200,
             error_type=None, prompt_tokens=50, completion_tokens=0, total_tokens=50,
-            cost_usd=0.001, latency_ms=50.0))
+            cost_nano=round(0.001 * 1e9), latency_ms=50.0))
     return rows
 
 

@@ -10,6 +10,7 @@ import click
 from .accounts import keys, users
 from .check import check_config
 from .demo import demo
+from .invoices import invoices
 from .serve import fake_upstream, serve
 from .usage import usage
 
@@ -20,7 +21,7 @@ def main() -> None:
     """BluesMinds: one OpenAI-compatible API in front of your LiteLLM servers."""
 
 
-for command in (check_config, serve, demo, fake_upstream, users, keys, usage):
+for command in (check_config, serve, demo, fake_upstream, users, keys, usage, invoices):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -15,11 +15,13 @@ from typing import Any, Mapping, TypeVar
 
 from . import schema
 from .snapshot import (
-    WILDCARD, AdminSettings, AuthSettings, DatabaseSettings, HealthSettings, ModelConfig,
-    CorsSettings, MAX_BODY_CEILING, MetricsSettings, PlanConfig, Pricing, RetrySettings, RoutingRule,
-    ServerSettings, ServerTimeouts, Snapshot, Timeouts, UpstreamConfig, WebhookEndpointConfig, WebhookSettings,
+    WILDCARD, AdminSettings, AuthSettings, BillingSettings, CorsSettings, CreemSettings, DatabaseSettings,
+    HealthSettings, ModelConfig, MAX_BODY_CEILING, MetricsSettings, PlanConfig, PlanPrice, Pricing,
+    RetrySettings, RoutingRule, ServerSettings, ServerTimeouts, Snapshot, Timeouts, UpstreamConfig,
+    WebhookEndpointConfig, WebhookSettings,
 )
 from .source import ConfigError, ConfigProblem, Source, managed_file_for, read_source
+from ..billing.money import BadAmount, to_nano
 from .units import parse_duration, parse_size
 from .urls import BadURL, normalise_upstream_url
 
@@ -98,13 +100,14 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
                   f"(defined: {', '.join(sorted(plans))})", auth.default_plan, True)
     routing = _build_routing(b, d.get("routing") or [], by_name)
     webhooks = build_webhooks(b, d.get("webhooks") or {})
+    billing = build_billing(b, d.get("billing") or {})
 
     if b.problems:
         raise ConfigError(b.problems)
     snapshot = Snapshot(
         server=server, database=database, admin=admin, auth=auth, health=health, retry=retry,
         upstreams=tuple(upstreams), models=models, plans=plans, routing=tuple(routing),
-        model_lookup=model_lookup, upstream_by_name=by_name, digest=digest_of(source),
+        billing=billing, model_lookup=model_lookup, upstream_by_name=by_name, digest=digest_of(source),
         files=tuple(source.files), managed_file=managed_file_for(path), webhooks=webhooks,
     )
     return snapshot, b.warnings
@@ -219,8 +222,22 @@ def _build_models(b: _Builder, raw: dict[str, Any]) -> dict[str, ModelConfig]:
         models[name] = _settings(
             ModelConfig, spec, name=name, upstream_model=spec.get("upstream_model", name),
             aliases=tuple(spec.get("aliases", ())), fallbacks=tuple(spec.get("fallbacks", ())),
-            pricing=_settings(Pricing, pricing) if pricing else None)
+            pricing=build_pricing(b, ("models", name, "pricing"), pricing) if pricing else None)
     return models
+
+
+def build_pricing(b: _Builder, path: tuple, raw: Mapping[str, Any]) -> Pricing:
+    """USD per 1M tokens as written → exact integer nano-dollars per 1M tokens."""
+    values: dict[str, int | None] = {}
+    for name in ("input", "output", "cached_input"):
+        if raw.get(name) is None:
+            continue
+        try:
+            values[name + "_nano"] = to_nano(raw[name])
+        except BadAmount as exc:
+            b.problem(path + (name,), f"not a price: {exc}", raw[name], True)
+            values[name + "_nano"] = 0
+    return Pricing(**values)
 
 
 def _served(served: Any) -> tuple[str, ...]:
@@ -277,8 +294,54 @@ def _build_plans(b: _Builder, raw: dict[str, Any], models: Mapping[str, ModelCon
             for j, m in enumerate(allowed):
                 if m not in models:
                     b.problem(("plans", name, "models", j), f"model '{m}' is not declared in models", m, True)
-        plans[name] = _settings(PlanConfig, spec, name=name, models=allowed)
+        spec = dict(spec)
+        price = _plan_price(b, name, spec.pop("price", None), spec.pop("price_usd_month", None), models)
+        plans[name] = _settings(PlanConfig, spec, name=name, models=allowed, price=price)
     return plans
+
+
+def _plan_price(b: _Builder, plan: str, raw: Mapping[str, Any] | None, legacy: Any,
+                models: Mapping[str, ModelConfig]) -> PlanPrice:
+    """`price:` (fee, inclusions, overage), or the older `price_usd_month: N` as the fee alone."""
+    if raw is not None and legacy is not None:
+        b.problem(("plans", plan, "price_usd_month"), "give the monthly fee once: price_usd_month is "
+                  "the older spelling of price.monthly; remove it", legacy, True)
+    raw = dict(raw or {})
+    fee = raw.get("monthly", legacy if legacy is not None else 0)
+    try:
+        fee_nano = to_nano(fee)
+    except BadAmount as exc:
+        b.problem(("plans", plan, "price", "monthly"), f"not an amount: {exc}", fee, True)
+        fee_nano = 0
+    overage = []
+    for model, pricing in (raw.get("overage") or {}).items():
+        if model not in models:
+            b.problem(("plans", plan, "price", "overage", model), f"model '{model}' is not declared in models",
+                      model, True)
+            continue
+        overage.append((model, build_pricing(b, ("plans", plan, "price", "overage", model), pricing)))
+    return PlanPrice(monthly_fee_nano=fee_nano, included_tokens=int(raw.get("included_tokens") or 0),
+                     overage=tuple(sorted(overage)), creem_product_id=raw.get("creem_product_id"))
+
+
+def build_billing(b: _Builder, raw: Mapping[str, Any]) -> BillingSettings:
+    raw = dict(raw)
+    creem = dict(raw.pop("creem", None) or {})
+    referral = raw.pop("referral", None) or {}
+    if "reward_tokens" in referral:
+        raw["referral_reward_tokens"] = referral["reward_tokens"]
+    if creem:
+        if "base_url" in creem:
+            creem["base_url"] = str(creem["base_url"]).rstrip("/")
+        creem["api_key"] = b.secret(("billing", "creem", "api_key_env"), creem.get("api_key_env"))
+        creem["webhook_secret"] = b.secret(("billing", "creem", "webhook_secret_env"),
+                                           creem.get("webhook_secret_env"))
+        raw["creem"] = _settings(CreemSettings, creem, durations=("timeout",))
+    billing = _settings(BillingSettings, raw, durations=("invoice_grace", "invoice_every"))
+    if billing.invoice_grace > 28 * 86400:
+        # Longer, and a month's invoice would still be a draft when the next month's is due.
+        b.problem(("billing", "invoice_grace"), "must be at most 28d", raw.get("invoice_grace"), True)
+    return billing
 
 
 def build_server(b: _Builder, raw: Mapping[str, Any]) -> ServerSettings:

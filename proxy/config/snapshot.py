@@ -142,20 +142,23 @@ class UpstreamConfig:
 
 @dataclass(frozen=True, slots=True)
 class Pricing:
-    """USD per one million tokens."""
+    """Integer nano-dollars per one million tokens (YAML writes USD per 1M; see billing/money.py)."""
 
-    input: float = 0.0
-    output: float = 0.0
-    cached_input: float | None = None
+    input_nano: int = 0
+    output_nano: int = 0
+    cached_input_nano: int | None = None
+
+    def cost_nano(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
+        """The request's exact cost, rounded once (half-up) to a whole nano-dollar."""
+        cached = min(cached_tokens, prompt_tokens)
+        cached_rate = self.input_nano if self.cached_input_nano is None else self.cached_input_nano
+        per_million = ((prompt_tokens - cached) * self.input_nano + cached * cached_rate
+                       + completion_tokens * self.output_nano)
+        return (per_million + 500_000) // 1_000_000
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
-        cached = min(cached_tokens, prompt_tokens)
-        cached_rate = self.input if self.cached_input is None else self.cached_input
-        return (
-            (prompt_tokens - cached) * self.input
-            + cached * cached_rate
-            + completion_tokens * self.output
-        ) / 1_000_000
+        """USD, derived from `cost_nano`: what the limiter's estimate interface takes."""
+        return self.cost_nano(prompt_tokens, completion_tokens, cached_tokens) / 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,23 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanPrice:
+    """What a plan costs: a monthly fee, what it includes, and the overage."""
+
+    monthly_fee_nano: int = 0
+    included_tokens: int = 0  # per month; tokens beyond it are billed at the overage prices
+    # (model, Pricing) pairs: overage per 1M tokens; a model left out is billed at its own price.
+    overage: tuple[tuple[str, Pricing], ...] = ()
+    creem_product_id: str | None = None  # set: the plan can be bought through Creem
+
+    def pricing_for(self, model: "ModelConfig") -> Pricing | None:
+        for name, pricing in self.overage:
+            if name == model.name:
+                return pricing
+        return model.pricing
+
+
+@dataclass(frozen=True, slots=True)
 class PlanConfig:
     name: str
     rpm: int | None = None
@@ -183,7 +203,7 @@ class PlanConfig:
     models: tuple[str, ...] = (WILDCARD,)
     max_concurrent: int | None = None
     default_max_tokens: int = 1024
-    price_usd_month: float = 0.0
+    price: PlanPrice = PlanPrice()
     per_user: bool = False  # rpm/tpm buckets shared by all of a user's keys
 
     def allows_model(self, model: str) -> bool:
@@ -244,6 +264,28 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CreemSettings:
+    base_url: str = "https://api.creem.io"
+    api_key_env: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    # None: the webhook route is off (404); there is no mode that skips the signature.
+    webhook_secret_env: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    success_url: str | None = None
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class BillingSettings:
+    currency: str = "USD"
+    invoice_grace: float = 3 * 86400.0  # a month's invoice stays draft this long after the month ends
+    invoice_prefix: str = "BM-"
+    invoice_every: float = 3600.0  # how often the in-process job generates and finalizes
+    referral_reward_tokens: int = 0  # bonus included tokens for both accounts, once per referred account
+    creem: CreemSettings = CreemSettings()
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     server: ServerSettings
     database: DatabaseSettings
@@ -255,6 +297,7 @@ class Snapshot:
     models: Mapping[str, ModelConfig]  # canonical name -> model
     plans: Mapping[str, PlanConfig]
     routing: tuple[RoutingRule, ...] = ()
+    billing: BillingSettings = BillingSettings()
     # Derived indexes, filled by the builder.
     model_lookup: Mapping[str, ModelConfig] = field(default_factory=dict)  # name or alias
     upstream_by_name: Mapping[str, UpstreamConfig] = field(default_factory=dict)

@@ -47,14 +47,17 @@ def account(call: Call, status: int, *, tokens: Tokens | None = None, estimated:
         prompt, completion, cached = tokens[:3]
         if len(tokens) > 3:
             reasoning = tokens[3]
-    pricing = call.model.pricing if call.model else None
-    cost = pricing.cost(prompt, completion, cached or 0) if pricing and tokens else 0.0
+    # The plan's overage price for the model when it has one, else the model's own.
+    pricing = (call.plan.price.pricing_for(call.model) if call.plan else call.model.pricing) \
+        if call.model else None
+    cost = pricing.cost_nano(prompt, completion, cached or 0) if pricing and tokens else 0
     if call.reservation is not None:
         limiter = app[LIMITER]
         if tokens is None:
             limiter.release(call.reservation)
         else:
-            limiter.settle(call.reservation, tokens=prompt + completion, cost=cost)
+            # The limiter counts nano-dollars too; it takes USD and rounds back to the same integer.
+            limiter.settle(call.reservation, tokens=prompt + completion, cost=cost / 1_000_000_000)
     # Metrics labels only ever carry configured model names, never a client's string.
     metrics = app[METRICS]
     label = call.model.name if call.model else ""
@@ -69,7 +72,7 @@ def account(call: Call, status: int, *, tokens: Tokens | None = None, estimated:
             requested_model=parsed.model if parsed else "",
             served_model=model_name, upstream=call.upstream, status=status, error_type=error_type,
             prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-            cached_tokens=cached, reasoning_tokens=reasoning, estimated=estimated, partial=partial, cost_usd=cost,
+            cached_tokens=cached, reasoning_tokens=reasoning, estimated=estimated, partial=partial, cost_nano=cost,
             latency_ms=latency * 1000.0,
             ttfb_ms=None if call.ttfb is None else call.ttfb * 1000.0,
             stream=bool(parsed and parsed.stream)))

@@ -35,6 +35,7 @@ from ..auth.users import (
     update_user,
     user_by_email,
 )
+from ..billing.referral import normalize_code, record_referral
 from ..errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from ..validation import read_body, read_query
 
@@ -68,6 +69,10 @@ async def signup(request: web.Request) -> web.Response:
         )
     email = normalize_email(body["email"])
     password = check_password(body["password"], settings)
+    # ?ref=CODE on the signup link, or "ref" in the body (the dashboard's form carries it).
+    ref = body.get("ref", request.query.get("ref"))
+    ref = normalize_code(ref) if ref is not None else None
+    reward = snapshot_of(request).billing.referral_reward_tokens
     address = client_address(request)
     request.app[SIGNUP_THROTTLE].take((f"address:{address}",), settings.signups_per_hour)
     # Hashed whether or not the address is taken: the answer's timing tells nothing either.
@@ -85,6 +90,10 @@ async def signup(request: web.Request) -> web.Response:
         )
         if invite_id is not None:
             attach_invite(conn, invite_id, user.id)
+        if ref is not None:
+            # In the account's own transaction: an address that already had an account
+            # rolls back before this, so a referral for it changes nothing.
+            record_referral(conn, user.id, ref, now=now, reward_tokens=reward)
         return user.id
 
     try:

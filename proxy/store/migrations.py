@@ -24,8 +24,9 @@ def _idempotency_keys(db: sqlite_utils.Database) -> None:
 def gateway_migrations() -> tuple[sqlite_utils.Migrations, ...]:
     # Imported here, not at the top: the feature packages import the store.
     from ..auth.tables import migrations as auth
+    from ..billing.tables import migrations as billing
     from ..gateway.response_ids import migrations as responses
     from ..usage.schema import migrations as usage
     from ..webhooks.outbox import migrations as webhooks
 
-    return (STORE, auth, usage, webhooks, responses)
+    return (STORE, auth, usage, webhooks, responses, billing)

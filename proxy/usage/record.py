@@ -23,7 +23,7 @@ class UsageRecord:
     cached_tokens: int | None = None
     estimated: bool = False  # tokens counted by the gateway, not reported by the upstream
     partial: bool = False  # stream cut or client left before the end
-    cost_usd: float = 0.0
+    cost_nano: int = 0  # integer nano-dollars (10⁻⁹ USD): exact, see proxy/billing/money.py
     latency_ms: float = 0.0
     ttfb_ms: float | None = None
     stream: bool = False

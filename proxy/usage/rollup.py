@@ -33,7 +33,7 @@ INSERT = (
 # uses up quota.
 _SUMS = (
     "COUNT(*), COUNT(upstream), SUM(status >= 400), SUM(prompt_tokens), "
-    "SUM(completion_tokens), SUM(total_tokens), SUM(cost_usd), SUM(latency_ms), "
+    "SUM(completion_tokens), SUM(total_tokens), SUM(cost_nano), SUM(latency_ms), "
     + ", ".join(f"SUM(latency_ms <= {b})" for b in LATENCY_BOUNDS_MS)
     + ", SUM(COALESCE(cached_tokens, 0)), SUM(COALESCE(reasoning_tokens, 0))"
 )

@@ -29,8 +29,10 @@ LATENCY_BOUNDS_MS: tuple[int, ...] = (
 )
 BUCKET_COLUMNS: tuple[str, ...] = tuple(f"lat_le_{b}" for b in LATENCY_BOUNDS_MS)
 
-# Summed counters of a rollup row, in storage order. The first set is what
-# migrations 001-003 created; the token details came with m004.
+# Summed counters of a rollup row. The first set is what migrations 001-003
+# created (cost as REAL USD); m004 added the token details, m005 turned the cost
+# into integer nano-dollars (see proxy/billing/money.py), whose sums are exact,
+# so an invoice adds up to its rows.
 _FIRST_SUM_COLUMNS: tuple[str, ...] = (
     "requests", "forwarded", "errors", "prompt_tokens", "completion_tokens",
     "total_tokens", "cost_usd", "latency_ms_sum",
@@ -38,7 +40,9 @@ _FIRST_SUM_COLUMNS: tuple[str, ...] = (
 # cached_tokens: the part of prompt_tokens served from a prompt cache (billed at the
 # cached price); reasoning_tokens: the part of completion_tokens spent reasoning.
 DETAIL_COLUMNS: tuple[str, ...] = ("cached_tokens", "reasoning_tokens")
-SUM_COLUMNS: tuple[str, ...] = _FIRST_SUM_COLUMNS + DETAIL_COLUMNS
+# Every statement names its columns, so this order is rollup.py's, not the tables'.
+SUM_COLUMNS: tuple[str, ...] = (
+    tuple("cost_nano" if c == "cost_usd" else c for c in _FIRST_SUM_COLUMNS) + DETAIL_COLUMNS)
 
 # Applied by the store: listed in proxy/store/migrations.py.
 migrations = sqlite_utils.Migrations("bluesminds.usage")
@@ -186,3 +190,16 @@ def m004_token_details(db: sqlite_utils.Database) -> None:
             WHERE {match}
             """
         )
+
+
+@migrations()
+def m005_cost_in_nano_dollars(db: sqlite_utils.Database) -> None:
+    """Float USD → integer nano-dollars, in the raw rows and every rollup.
+
+    Rounding each stored float once to the nearest nano-dollar is exact for
+    every cost the gateway wrote (a float holds ~16 significant digits); from
+    here on costs are integers and sums of them never drift."""
+    for table in ("usage", *ROLLUP_KEYS):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN cost_nano INTEGER NOT NULL DEFAULT 0")
+        db.execute(f"UPDATE {table} SET cost_nano = CAST(ROUND(cost_usd * 1e9) AS INTEGER)")
+        db.execute(f"ALTER TABLE {table} DROP COLUMN cost_usd")

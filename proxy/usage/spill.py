@@ -121,6 +121,8 @@ def read_rows(path: str) -> SpillContents:
             value = orjson.loads(line)
             if not isinstance(value, dict):
                 raise TypeError(f"a JSON {type(value).__name__}, not an object")
+            if "cost_usd" in value:  # spilled before costs became integer nano-dollars
+                value["cost_nano"] = round(value.pop("cost_usd") * 1e9)
             contents.rows.append(UsageRecord(**value))
         except (orjson.JSONDecodeError, TypeError) as exc:
             contents.bad_lines.append((number, line, str(exc)))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
+from ..billing.money import NANO
 from ..store import Database
 from .rollup import estimate_percentile
 from .schema import BUCKET_COLUMNS
@@ -23,7 +24,7 @@ GROUPS = {"day": "day", "model": "model", "key": "key_id", "user": "user_id"}
 
 _STAT_SUMS = (
     "SUM(requests), SUM(errors), SUM(prompt_tokens), SUM(completion_tokens), "
-    "SUM(total_tokens), SUM(cost_usd), SUM(latency_ms_sum), MAX(latency_ms_max), "
+    "SUM(total_tokens), SUM(cost_nano), SUM(latency_ms_sum), MAX(latency_ms_max), "
     + ", ".join(f"SUM({c})" for c in BUCKET_COLUMNS)
     + ", SUM(cached_tokens), SUM(reasoning_tokens)"
 )
@@ -91,7 +92,9 @@ def _summary(sums: tuple | list) -> dict[str, Any]:
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": tokens,
-        "cost_usd": cost,
+        # A JSON number as before, now derived from the exact integer sum.
+        "cost_usd": (cost or 0) / NANO,
+        "cost_nano": cost or 0,
         "latency_ms_mean": latency_sum / requests if requests else None,
         "cached_tokens": cached,
         "reasoning_tokens": reasoning,
@@ -103,7 +106,7 @@ def _summary(sums: tuple | list) -> dict[str, Any]:
 _LOG_COLUMNS = (
     "id, ts, request_id, user_id, key_id, route, requested_model, served_model, upstream, "
     "status, error_type, prompt_tokens, completion_tokens, total_tokens, cached_tokens, reasoning_tokens, "
-    "estimated, partial, cost_usd, latency_ms, ttfb_ms, stream"
+    "estimated, partial, cost_nano, cost_nano / 1e9 AS cost_usd, latency_ms, ttfb_ms, stream"
 )
 
 
@@ -185,10 +188,10 @@ def _key_stats(conn: sqlite3.Connection, user_id: int | None, ids: list[int],
     owner = "" if user_id is None else "user_id = ? AND "
     owner_args = [] if user_id is None else [user_id]
     sql = f"""
-        SELECT key_id, SUM(requests), SUM(total_tokens), SUM(cost_usd),
+        SELECT key_id, SUM(requests), SUM(total_tokens), SUM(cost_nano) / 1e9,
                SUM(CASE WHEN day >= ? THEN requests ELSE 0 END),
                SUM(CASE WHEN day >= ? THEN total_tokens ELSE 0 END),
-               SUM(CASE WHEN day >= ? THEN cost_usd ELSE 0 END)
+               SUM(CASE WHEN day >= ? THEN cost_nano ELSE 0 END) / 1e9
         FROM usage_daily WHERE {owner}key_id IN ({marks})
         GROUP BY key_id
     """
@@ -215,8 +218,8 @@ def period_summary(conn: sqlite3.Connection, day: str) -> list[dict[str, Any]]:
         SELECT user_id, model,
                SUM(CASE WHEN day = :day THEN requests ELSE 0 END),
                SUM(CASE WHEN day = :day THEN total_tokens ELSE 0 END),
-               SUM(CASE WHEN day = :day THEN cost_usd ELSE 0 END),
-               SUM(requests), SUM(total_tokens), SUM(cost_usd)
+               SUM(CASE WHEN day = :day THEN cost_nano ELSE 0 END) / 1e9,
+               SUM(requests), SUM(total_tokens), SUM(cost_nano) / 1e9
         FROM usage_daily WHERE day >= :first AND day <= :day
         GROUP BY user_id, model ORDER BY user_id, model
     """

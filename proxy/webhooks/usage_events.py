@@ -54,7 +54,7 @@ _TOTALS = """
 SELECT user_id, key_id,
        SUM(CASE WHEN day = :day THEN forwarded ELSE 0 END),
        SUM(CASE WHEN day = :day THEN total_tokens ELSE 0 END),
-       SUM(forwarded), SUM(total_tokens), SUM(cost_usd)
+       SUM(forwarded), SUM(total_tokens), SUM(cost_nano) / 1e9
 FROM usage_daily_key
 WHERE day >= :first AND day <= :day AND user_id IN ({users})
 GROUP BY user_id, key_id
