@@ -18,6 +18,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from . import limits, metrics
+from . import dashboard
 from .appkeys import BALANCER, CLOCK, CONFIG, HEALTH, RETRY_BUDGET, STORE, TRANSPORT
 from .auth.management import guard_admin_path
 from .auth import setup as auth_setup
@@ -147,6 +148,7 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     admin_users.setup(app)
     admin_routes.setup(app)
     usage_routes.setup(app)
+    dashboard.setup(app)
     app.router.add_get("/healthz", healthz)
     return app
 

@@ -34,6 +34,7 @@ class StatsQuery:
     last_day: str  # inclusive
     group_by: str  # a key of GROUPS
     user_id: int | None = None  # None: every user
+    key_id: int | None = None  # None: every key
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +58,16 @@ def usage_stats(conn: sqlite3.Connection, q: StatsQuery) -> dict[str, Any]:
         table = "usage_daily"  # through its (user_id, day) index
         where += " AND user_id = ?"
         args.append(q.user_id)
+    elif q.key_id is not None:
+        # Only the finest rollup has both the key and the model.
+        table = "usage_daily" if q.group_by == "model" else "usage_daily_key"
     elif q.group_by in ("day", "model"):
         table = "usage_daily_model"
     else:
         table = "usage_daily_key"
+    if q.key_id is not None:
+        where += " AND key_id = ?"
+        args.append(q.key_id)
     sql = (f"SELECT {column}, {_STAT_SUMS} FROM {table} WHERE {where} "
            f"GROUP BY {column} ORDER BY {column}")
     name = "key_id" if q.group_by == "key" else column
@@ -192,10 +199,16 @@ def _key_stats(conn: sqlite3.Connection, user_id: int | None, ids: list[int],
         entry = result[key_id]
         entry.update(requests=req, tokens=tok, cost=cost)
         entry["last_30d"] = {"requests": req30, "tokens": tok30, "cost": cost30}
-        # Walks the (key_id, ts) index backwards; the first row of a key is its owner's.
-        last = conn.execute(f"SELECT ts FROM usage WHERE {owner}key_id = ? "
-                            "ORDER BY ts DESC LIMIT 1", (*owner_args, key_id)).fetchone()
-        entry["last_used"] = last[0] if last else None
+    # One statement for every key's last use, not one per key: each subquery walks
+    # the (key_id, ts) index backwards, and the first row of a key is its owner's.
+    last_used = f"""
+        SELECT j.value, (SELECT ts FROM usage WHERE {owner}key_id = j.value
+                         ORDER BY ts DESC LIMIT 1)
+        FROM json_each(?) j
+    """
+    keys_json = "[" + ",".join(str(k) for k in ids) + "]"
+    for key_id, last in conn.execute(last_used, (*owner_args, keys_json)):
+        result[key_id]["last_used"] = last
     return result
 
 
