@@ -313,3 +313,39 @@ async def test_usage_export_is_the_by_day_table_with_its_filters(gw):
         ["2026-03-15", "3", "0", "30", "15", "45", "$0.000045", "12 ms"],
         ["Total", "5", "0", "50", "25", "75", "$0.000075", "12 ms"],
     ]
+
+
+def test_export_cells_equal_the_tables_cells():
+    from proxy.dashboard.columns import LogCells, log_cells, safe
+
+    names = {3: "laptop", 4: "=cmd"}
+    fast = LogCells(names)
+    cases = [
+        (NOON + 0.999, "req_a", "gpt-4o-mini", 3, 200, 12, 5, 17, 0.0000123, 8.5),
+        (86399.5, "req_b", "m", None, 502, 0, 0, 0, 0.0, 30012.0),
+        (NOON + 86400 * 40 + 3661, "-1", "@model", 4, 429, 1234567, 0, 1234567, 12.5, 0.0),
+        (NOON, "req_c", "gpt-4o-mini", 99, 200, -1, 0, -1, 0.0, 1.0),
+    ]
+    for ts, rid, model, key, status, prompt, completion, total, cost, latency in cases:
+        entry = {"ts": ts, "request_id": rid, "model": model, "key_id": key, "status": status,
+                 "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total,
+                 "cost_usd": cost, "latency_ms": latency}
+        assert fast(ts, rid, model, key, status, prompt, completion, total, cost, latency) == [
+            safe(cell) for cell in log_cells(entry, names)]
+
+
+async def test_a_status_filter_walks_only_failed_rows(gw):
+    from proxy.usage.stats import LogsQuery, logs_sql
+
+    for query, index in ((LogsQuery(user_id=1, status_min=500, status_max=599), "usage_user_failed"),
+                         (LogsQuery(key_id=1, status_min=429, status_max=429), "usage_key_failed"),
+                         (LogsQuery(status_min=400, status_max=599), "usage_failed")):
+        sql, args = logs_sql(query)
+        plan = await gw.app[STORE].read(
+            lambda conn, s=sql, a=args: " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + s, a)))
+        assert f"INDEX {index}" in plan, plan
+    await add_usage(gw, usage_rows(gw.user_id, 1, 3) + [
+        UsageRecord(NOON - 10, "req_failed", gw.user_id, 1, "chat", "m", "m", "a", 503, "upstream", 0, 0, 0)])
+    http = await session_for(gw)
+    async with http, http.get(gw.url + "/api/usage/logs?status=5xx") as r:
+        assert [e["request_id"] for e in (await r.json())["data"]] == ["req_failed"]

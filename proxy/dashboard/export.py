@@ -19,14 +19,16 @@ from yarl import URL
 from ..appkeys import STORE
 from ..auth.management import Caller, now_of
 from ..routes import keys_routes, usage_routes
-from ..usage.stats import LogsQuery, usage_logs
+from ..usage.stats import LogsQuery, logs_sql
 from . import api
-from .columns import LOG_HEADERS, STAT_HEADERS, log_cells, stat_cells
+from .columns import LOG_HEADERS, STAT_HEADERS, LogCells, safe, stat_cells
 from .pages import LOG_FILTERS, STAT_FILTERS, _by_day
 from .render import page, secure
 
 PAGE_ROWS = 5000
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+# The keyset (id, ts), then LogCells' arguments in order.
+_COLUMNS = ("id", "ts", "ts", "request_id", "served_model", "key_id", "status", "prompt_tokens",
+            "completion_tokens", "total_tokens", "cost_usd", "latency_ms")
 
 
 def setup(app: web.Application) -> None:
@@ -34,25 +36,21 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/dashboard/usage/export.csv", page(export_usage))
 
 
-def safe(cell: str) -> str:
-    """A spreadsheet runs a cell starting with = + - @ as a formula; a leading ' keeps it text."""
-    return "'" + cell if cell.startswith(_FORMULA) else cell
-
-
-def csv_text(rows: Iterable[Iterable[str]]) -> str:
+def csv_text(rows: Iterable[Iterable[str]], *, escaped: bool = False) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerows([safe(cell) for cell in row] for row in rows)
+    writer.writerows(rows if escaped else ([safe(cell) for cell in row] for row in rows))
     return out.getvalue()
 
 
-def logs_page_csv(conn, query: LogsQuery, names: Mapping[int, str],
-                  show_upstream: bool) -> tuple[bytes, tuple[float, int] | None]:
-    rows, has_more = usage_logs(conn, query)
-    entries = [usage_routes.log_entry(row, show_upstream=show_upstream) for row in rows]
-    text = csv_text(log_cells(entry, names) for entry in entries)
-    last = rows[-1] if rows and has_more else None
-    return text.encode("utf-8"), None if last is None else (last["ts"], last["id"])
+def logs_page_csv(conn, query: LogsQuery, cells: LogCells) -> tuple[bytes, tuple[float, int] | None]:
+    """One keyset page of the logs as CSV text, and the cursor of the next page (None: the last)."""
+    sql, args = logs_sql(query, columns=_COLUMNS)
+    rows = conn.execute(sql, args).fetchall()
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    text = csv_text((cells(*row[2:]) for row in rows), escaped=True)
+    return text.encode("utf-8"), (rows[-1][1], rows[-1][0]) if more else None
 
 
 def _attachment(request: web.Request, name: str) -> web.StreamResponse:
@@ -77,9 +75,9 @@ async def export_logs(request: web.Request, caller: Caller) -> web.StreamRespons
     await response.prepare(request)
     await response.write(csv_text([LOG_HEADERS]).encode("utf-8"))
     db = request.app[STORE]
+    cells = LogCells(names)
     while True:
-        chunk, cursor = await db.read(
-            lambda conn, q=query: logs_page_csv(conn, q, names, caller.is_admin))
+        chunk, cursor = await db.read(lambda conn, q=query: logs_page_csv(conn, q, cells))
         await response.write(chunk)
         if cursor is None:
             break
