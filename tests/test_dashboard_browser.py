@@ -238,7 +238,7 @@ async def test_tenant_gets_403_on_admin_and_admin_nav_is_hidden(dash, browser):
 # -- the administrator -------------------------------------------------------------------
 
 
-async def test_admin_drains_and_enables_a_server(dash, browser, tmp_path):
+async def test_admin_drains_and_enables_a_server_and_manages_users(dash, browser, tmp_path, upstreams):
     page = await new_page(browser, dash)
     requests = Recorder(page)
     await log_in(page, dash, "root@example.com")
@@ -257,6 +257,17 @@ async def test_admin_drains_and_enables_a_server(dash, browser, tmp_path):
     await expect(page.get_by_role("button", name="Drain a")).to_be_visible()
     health = {r["name"]: r["state"] for r in (await api_get(page, dash, "/api/admin/health"))["data"]}
     assert health["a"] == "healthy"
+
+    # A server the API added is the gateway's to change: its weight is set from the page.
+    added = await page.context.request.post(dash.url + "/api/admin/servers", headers={"Origin": dash.url},
+                                            data={"name": "d", "url": upstreams[0].url, "models": "*"})
+    assert added.status == 201, await added.text()
+    await page.reload()
+    await page.get_by_label("Weight of d", exact=True).fill("5")
+    await page.get_by_role("button", name="Set weight of d").click()
+    await expect(page.get_by_label("Weight of d", exact=True)).to_have_value("5")
+    servers = {s["name"]: s["weight"] for s in (await api_get(page, dash, "/api/admin/servers"))["data"]}
+    assert servers == {"a": 1, "b": 1, "c": 1, "d": 5}
 
     # Users: the tenant's plan and role, and disabling the account.
     tenant = page.locator("#users-table tr", has_text="tenant@example.com")

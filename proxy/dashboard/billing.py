@@ -29,7 +29,9 @@ async def plan_usage(request: web.Request, caller: Caller) -> dict[str, Any]:
     today = datetime.fromtimestamp(now_of(request), timezone.utc).date()
     first = today.replace(day=1)
     stats = await api.get(request, usage_stats, "/api/usage/stats",
-                          {"from": first.isoformat(), "to": today.isoformat(), "group_by": "day"})
+                          {"from": first.isoformat(), "to": today.isoformat(), "group_by": "day",
+                           # The account's own, also for an administrator (who would see everyone's).
+                           "user_id": caller.user.id})
     day_row = next((row for row in stats["data"] if row["day"] == today.isoformat()), _ZERO)
     month = stats["total"]
     quotas = [

@@ -110,8 +110,10 @@ async def overview(request: web.Request, caller: Caller) -> web.Response:
     today = _today(request)
     first = today - timedelta(days=29)
     daily = await api.get(request, usage_routes.usage_stats, "/api/usage/stats",
-                          {"from": first.isoformat(), "to": today.isoformat(), "group_by": "day"})
-    recent = await api.get(request, usage_routes.usage_logs, "/api/usage/logs", {"limit": 10})
+                          {"from": first.isoformat(), "to": today.isoformat(), "group_by": "day",
+                           "user_id": caller.user.id})
+    recent = await api.get(request, usage_routes.usage_logs, "/api/usage/logs",
+                           {"limit": 10, "user_id": caller.user.id})
     _, names = await _key_names(request)
     return render(request, "overview.html", caller=caller, title="Overview", summary=summary,
                   days=_by_day(daily["data"], daily["from"], daily["to"]), daily=daily,
