@@ -290,6 +290,7 @@ async def test_logs_export_escapes_a_formula_in_a_key_name(gw):
         key = await create_key(http, gw, "=HYPERLINK(\"http://evil.example\")")
         client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=key["key"], max_retries=0)
         await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        await client.close()
         for _ in range(400):  # the recorder flushes every 50 ms; poll, bounded
             async with http.get(gw.url + "/api/usage/logs") as r:
                 if (await r.json())["data"]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import os
 import sqlite3
 import time
@@ -192,7 +193,7 @@ async def test_tenant_journey_signup_key_sdk_logs_usage_export_revoke(dash, brow
     async with page.expect_download() as download_info:
         await page.get_by_role("button", name="Export CSV").click()
     download = await download_info.value
-    exported = list(csv.reader(open(await download.path(), encoding="utf-8")))
+    exported = list(csv.reader(io.StringIO(Path(await download.path()).read_text(encoding="utf-8"))))
     headers = await page.eval_on_selector_all("#logs-table thead th", "ths => ths.map(t => t.textContent.trim())")
     assert exported[0] == [h for h in headers if h.lower() != "detail"]
     assert exported[1:] == [row[:-1] for row in logs]
@@ -219,6 +220,7 @@ async def test_tenant_journey_signup_key_sdk_logs_usage_export_revoke(dash, brow
     with pytest.raises(openai.AuthenticationError) as refused:
         await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     assert refused.value.status_code == 401
+    await client.close()
 
     assert requests.foreign(dash.url) == []
     assert page.js_errors == []
@@ -376,12 +378,10 @@ async def test_a_key_created_with_the_keyboard_alone(dash, browser):
 async def test_every_page_renders_cleanly_and_is_saved_as_a_screenshot(dash, browser, tmp_path,
                                                                        viewport_name):
     viewport = LAPTOP if viewport_name == "laptop" else PHONE
-    client = openai.AsyncOpenAI(base_url=dash.url + "/v1", api_key=dash.key, max_retries=0)
-    for model in ("gpt-4o-mini", "gpt-4o-mini", "text-embedding-3-small"):
-        if model.startswith("text-"):
-            await client.embeddings.create(model=model, input="some words to embed")
-        else:
+    async with openai.AsyncOpenAI(base_url=dash.url + "/v1", api_key=dash.key, max_retries=0) as client:
+        for model in ("gpt-4o-mini", "gpt-4o-mini"):
             await client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+        await client.embeddings.create(model="text-embedding-3-small", input="some words to embed")
     page = await new_page(browser, dash, viewport=viewport)
     requests = Recorder(page)
     await page.goto(dash.url + "/dashboard/login")
