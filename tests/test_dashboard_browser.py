@@ -299,7 +299,11 @@ async def test_cross_site_form_post_creates_nothing(dash, browser):
     form = (f'<form id="f" method="post" action="{dash.url}/api/keys" enctype="text/plain">'
             '<input name=\'{"name": "evil", "x": "\' value=\'"}\'></form>'
             '<script>document.getElementById("f").submit()</script>')
-    attack.router.add_get("/", lambda request: web.Response(text=form, content_type="text/html"))
+
+    async def attacker_page(request: web.Request) -> web.Response:
+        return web.Response(text=form, content_type="text/html")
+
+    attack.router.add_get("/", attacker_page)
     runner = web.AppRunner(attack)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
