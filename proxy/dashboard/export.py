@@ -11,7 +11,7 @@ import csv
 import dataclasses
 import io
 from datetime import datetime, timezone
-from typing import Iterable, Mapping
+from typing import Iterable
 
 from aiohttp import web
 from yarl import URL
@@ -22,7 +22,7 @@ from ..routes import keys_routes, usage_routes
 from ..usage.stats import LogsQuery, logs_sql
 from . import api
 from .columns import LOG_HEADERS, STAT_HEADERS, LogCells, safe, stat_cells
-from .pages import LOG_FILTERS, STAT_FILTERS, _by_day
+from .pages import LOG_FILTERS, STAT_FILTERS, by_day
 from .render import page, secure
 
 PAGE_ROWS = 5000
@@ -91,16 +91,11 @@ async def export_usage(request: web.Request, caller: Caller) -> web.StreamRespon
     found = await api.get(request, usage_routes.usage_stats, "/api/usage/stats",
                           {**filters, "group_by": "day"})
     rows: list[list[str]] = [["Day", *STAT_HEADERS]]
-    rows += [[row["day"], *stat_cells(row)] for row in _by_day(found["data"], found["from"], found["to"])]
+    rows += [[row["day"], *stat_cells(row)] for row in by_day(found["data"], found["from"], found["to"])]
     rows.append(["Total", *stat_cells(found["total"])])
     response = _attachment(request, "usage")
     await response.prepare(request)
     await response.write(csv_text(rows).encode("utf-8"))
     await response.write_eof()
     return response
-
-
-def parse(text: str) -> list[list[str]]:
-    """The cells of an exported file, for tests and scripts that read it back."""
-    return list(csv.reader(io.StringIO(text)))
 

@@ -44,10 +44,4 @@ def ms(value: Any) -> str:
     return f"{value:,.0f} ms" if value >= 10 else f"{value:,.1f} ms"
 
 
-def percent(used: Any, limit: Any) -> int:
-    if not limit:
-        return 0
-    return max(0, min(100, round(100 * (used or 0) / limit)))
-
-
 FILTERS = {"number": number, "usd": usd, "when": when, "day": day, "ms": ms}

@@ -85,7 +85,7 @@ def _today(request: web.Request) -> date:
     return datetime.fromtimestamp(now_of(request), timezone.utc).date()
 
 
-def _by_day(rows: list[dict[str, Any]], first: str, last: str) -> list[dict[str, Any]]:
+def by_day(rows: list[dict[str, Any]], first: str, last: str) -> list[dict[str, Any]]:
     """One row per day of the range, zeros where nothing was used, so the
     chart and the table show quiet days instead of skipping them."""
     found = {row["day"]: row for row in rows}
@@ -116,7 +116,7 @@ async def overview(request: web.Request, caller: Caller) -> web.Response:
                            {"limit": 10, "user_id": caller.user.id})
     _, names = await _key_names(request)
     return render(request, "overview.html", caller=caller, title="Overview", summary=summary,
-                  days=_by_day(daily["data"], daily["from"], daily["to"]), daily=daily,
+                  days=by_day(daily["data"], daily["from"], daily["to"]), daily=daily,
                   recent=[log_cells(entry, names) for entry in recent["data"]],
                   log_headers=LOG_HEADERS)
 
@@ -156,7 +156,7 @@ async def usage_page(request: web.Request, caller: Caller) -> web.Response:
     for row in by_key["data"]:
         row["label"] = key_label(row["key_id"], names)
     return render(request, "usage.html", caller=caller, title="Usage", filters=filters,
-                  days=_by_day(by_day["data"], by_day["from"], by_day["to"]), range=by_day,
+                  days=by_day(by_day["data"], by_day["from"], by_day["to"]), range=by_day,
                   by_model=by_model["data"], by_key=by_key["data"], total=by_day["total"],
                   keys=keys, stat_headers=STAT_HEADERS, stat_cells=stat_cells, ranges=RANGES)
 
