@@ -194,6 +194,29 @@ async def test_anonymous_visits_go_to_the_login_page_and_come_back(gw):
                 assert r.headers["Location"] == "/dashboard", target
 
 
+async def test_every_tenant_page_renders_its_charts_as_figures_with_tables(gw):
+    await add_usage(gw, usage_rows(gw.user_id, 1, 3))
+    http = await session_for(gw)
+    async with http:
+        for path, needles in (
+            ("/dashboard", ("<figcaption>Usage by day, last 30 days (2026-02-14 to 2026-03-15, UTC)</figcaption>",
+                            '<td data-value="3">3</td>')),
+            ("/dashboard/api-keys", ("<button type=\"submit\" class=\"primary\">Create key</button>",)),
+            ("/dashboard/usage?days=7", ("<figcaption>Requests and tokens by day</figcaption>",
+                                         "<figcaption>Tokens by model</figcaption>",
+                                         "<figcaption>Tokens by key</figcaption>",
+                                         "<button type=\"submit\">Export CSV</button>")),
+            ("/dashboard/logs?key_id=1", ("<td>req_1_2</td>", "<dt>x-request-id</dt>")),
+            ("/dashboard/billing", ("<p class=\"plan-name\">test</p>",)),
+            ("/dashboard/settings", ("Log out everywhere", "this browser")),
+        ):
+            async with http.get(gw.url + path) as r:
+                text = await r.text()
+            assert r.status == 200, (path, text[:500])
+            for needle in needles:
+                assert needle in text, (path, needle)
+
+
 async def test_a_tenant_gets_403_on_the_admin_page(gw):
     http = await session_for(gw)
     async with http, http.get(gw.url + "/dashboard/admin") as r:

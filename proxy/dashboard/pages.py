@@ -146,7 +146,7 @@ async def usage_page(request: web.Request, caller: Caller) -> web.Response:
         days = int(request.query["days"]) if request.query["days"] in {str(d) for d in RANGES} else 30
         filters["from"] = (_today(request) - timedelta(days=days - 1)).isoformat()
         filters.pop("to", None)
-    by_day = await api.get(request, usage_routes.usage_stats, "/api/usage/stats",
+    per_day = await api.get(request, usage_routes.usage_stats, "/api/usage/stats",
                            {**filters, "group_by": "day"})
     by_model = await api.get(request, usage_routes.usage_stats, "/api/usage/stats",
                              {**filters, "group_by": "model"})
@@ -156,8 +156,8 @@ async def usage_page(request: web.Request, caller: Caller) -> web.Response:
     for row in by_key["data"]:
         row["label"] = key_label(row["key_id"], names)
     return render(request, "usage.html", caller=caller, title="Usage", filters=filters,
-                  days=by_day(by_day["data"], by_day["from"], by_day["to"]), range=by_day,
-                  by_model=by_model["data"], by_key=by_key["data"], total=by_day["total"],
+                  days=by_day(per_day["data"], per_day["from"], per_day["to"]), range=per_day,
+                  by_model=by_model["data"], by_key=by_key["data"], total=per_day["total"],
                   keys=keys, stat_headers=STAT_HEADERS, stat_cells=stat_cells, ranges=RANGES)
 
 
