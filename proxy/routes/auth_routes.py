@@ -170,9 +170,15 @@ def _session_reply(request: web.Request, session: Session, token: str, *, status
     )
     response.set_cookie(
         COOKIE_NAME, token, max_age=int(settings.session_ttl), path="/", httponly=True,
-        samesite="Lax", secure=settings.secure_cookies,
+        samesite="Lax", secure=settings.secure_cookies or _over_https(request),
     )
     return response
+
+
+def _over_https(request: web.Request) -> bool:
+    """Served over HTTPS, directly or (as public_url says) behind a TLS-terminating proxy."""
+    public_url = snapshot_of(request).server.public_url or ""
+    return request.secure or public_url.startswith("https://")
 
 
 async def logout(request: web.Request) -> web.Response:

@@ -32,7 +32,7 @@ _EPOCH = 0.0
 _YEAR_10000 = 253402300800.0 - 2 * _DAY  # room for the day added to a `to` date
 MAX_ID = 2**63 - 1  # SQLite's INTEGER; a larger id cannot exist and cannot be bound as a parameter
 
-_STATS_PARAMS = frozenset({"from", "to", "group_by", "user_id"})
+_STATS_PARAMS = frozenset({"from", "to", "group_by", "user_id", "key_id"})
 _LOGS_PARAMS = frozenset({"from", "to", "user_id", "model", "key_id", "status", "limit", "cursor"})
 _STATUS_CLASSES = {"2xx": (200, 299), "3xx": (300, 399), "4xx": (400, 499), "5xx": (500, 599),
                    "error": (400, 599)}
@@ -40,6 +40,24 @@ _STATUS_CLASSES = {"2xx": (200, 299), "3xx": (300, 399), "4xx": (400, 499), "5xx
 
 async def usage_stats(request: web.Request) -> web.Response:
     caller = await require_user(request)
+    query = stats_query(request, caller)
+    result = await stats(request.app[STORE], query)
+    return _json({
+        "object": "usage.stats",
+        "group_by": query.group_by,
+        "from": query.first_day,
+        "to": query.last_day,
+        "user_id": query.user_id,
+        "key_id": query.key_id,
+        **result,
+    })
+
+
+def stats_query(request: web.Request, caller) -> StatsQuery:
+    """The validated stats query of `request`, limited to what `caller` may see.
+
+    The dashboard's pages and exports read through this too, so they accept
+    and refuse exactly what the API does."""
     params = _params(request, _STATS_PARAMS)
     _, user_id = _visible(caller, params)
     today = _utc_date(_now(request))
@@ -53,22 +71,28 @@ async def usage_stats(request: web.Request) -> web.Response:
             f"group_by={group_by!r} is not supported; use one of: {', '.join(GROUPS)}.",
             param="group_by",
         )
-    result = await stats(request.app[STORE], StatsQuery(first.isoformat(), last.isoformat(),
-                                                        group_by, user_id))
-    return _json({
-        "object": "usage.stats",
-        "group_by": group_by,
-        "from": first.isoformat(),
-        "to": last.isoformat(),
-        "user_id": user_id,
-        **result,
-    })
+    return StatsQuery(first.isoformat(), last.isoformat(), group_by, user_id,
+                      key_id=_int_param(params, "key_id", minimum=1, maximum=MAX_ID))
 
 
 async def usage_logs(request: web.Request) -> web.Response:
     caller = await require_user(request)
+    query = logs_query(request, caller)
+    rows, has_more = await logs(request.app[STORE], query)
+    data = [_log_entry(row, show_upstream=caller.is_admin) for row in rows]
+    last = rows[-1] if rows else None
+    return _json({
+        "object": "list",
+        "data": data,
+        "has_more": has_more,
+        "next_cursor": _encode_cursor(last["ts"], last["id"]) if has_more and last else None,
+    })
+
+
+def logs_query(request: web.Request, caller) -> LogsQuery:
+    """The validated logs query of `request`, limited to what `caller` may see."""
     params = _params(request, _LOGS_PARAMS)
-    caller_is_admin, user_id = _visible(caller, params)
+    _, user_id = _visible(caller, params)
     status_min = status_max = None
     if "status" in params:
         status_min, status_max = _status(params["status"])
@@ -84,7 +108,7 @@ async def usage_logs(request: web.Request) -> web.Response:
     model = params.get("model")
     if model is not None and not (0 < len(model) <= 256):
         raise InvalidRequest("model must be a model name of 1 to 256 characters.", param="model")
-    query = LogsQuery(
+    return LogsQuery(
         user_id=user_id,
         key_id=_int_param(params, "key_id", minimum=1, maximum=MAX_ID),
         model=model,
@@ -95,15 +119,14 @@ async def usage_logs(request: web.Request) -> web.Response:
         before=_cursor(params["cursor"]) if "cursor" in params else None,
         limit=_int_param(params, "limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT,
     )
-    rows, has_more = await logs(request.app[STORE], query)
-    data = [_log_entry(row, show_upstream=caller_is_admin) for row in rows]
-    last = rows[-1] if rows else None
-    return _json({
-        "object": "list",
-        "data": data,
-        "has_more": has_more,
-        "next_cursor": _encode_cursor(last["ts"], last["id"]) if has_more and last else None,
-    })
+
+
+def log_entry(row: dict[str, Any], *, show_upstream: bool) -> dict[str, Any]:
+    return _log_entry(row, show_upstream=show_upstream)
+
+
+def encode_cursor(ts: float, row_id: int) -> str:
+    return _encode_cursor(ts, row_id)
 
 
 # -- who may see what ------------------------------------------------------------

@@ -203,3 +203,14 @@ def m005_cost_in_nano_dollars(db: sqlite_utils.Database) -> None:
         db.execute(f"ALTER TABLE {table} ADD COLUMN cost_nano INTEGER NOT NULL DEFAULT 0")
         db.execute(f"UPDATE {table} SET cost_nano = CAST(ROUND(cost_usd * 1e9) AS INTEGER)")
         db.execute(f"ALTER TABLE {table} DROP COLUMN cost_usd")
+
+
+@migrations()
+def m006_failed_request_indexes(db: sqlite_utils.Database) -> None:
+    """Partial indexes of the failed requests, for the logs' status filters: "5xx"
+    or "429" walks the few failed rows of a user, a key or everyone, newest first,
+    instead of every row. They cost the writer nothing for a 2xx row."""
+    db.execute("CREATE INDEX usage_user_failed ON usage (user_id, ts) WHERE status >= 400")
+    db.execute("CREATE INDEX usage_key_failed ON usage (key_id, ts) WHERE status >= 400")
+    db.execute("CREATE INDEX usage_failed ON usage (ts) WHERE status >= 400")
+

@@ -36,6 +36,7 @@ class StatsQuery:
     last_day: str  # inclusive
     group_by: str  # a key of GROUPS
     user_id: int | None = None  # None: every user
+    key_id: int | None = None  # None: every key
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +60,16 @@ def usage_stats(conn: sqlite3.Connection, q: StatsQuery) -> dict[str, Any]:
         table = "usage_daily"  # through its (user_id, day) index
         where += " AND user_id = ?"
         args.append(q.user_id)
+    elif q.key_id is not None:
+        # Only the finest rollup has both the key and the model.
+        table = "usage_daily" if q.group_by == "model" else "usage_daily_key"
     elif q.group_by in ("day", "model"):
         table = "usage_daily_model"
     else:
         table = "usage_daily_key"
+    if q.key_id is not None:
+        where += " AND key_id = ?"
+        args.append(q.key_id)
     sql = (f"SELECT {column}, {_STAT_SUMS} FROM {table} WHERE {where} "
            f"GROUP BY {column} ORDER BY {column}")
     name = "key_id" if q.group_by == "key" else column
@@ -108,6 +115,7 @@ _LOG_COLUMNS = (
     "status, error_type, prompt_tokens, completion_tokens, total_tokens, cached_tokens, reasoning_tokens, "
     "estimated, partial, cost_nano, cost_nano / 1e9 AS cost_usd, latency_ms, ttfb_ms, stream"
 )
+LOG_COLUMNS: frozenset[str] = frozenset(name.strip() for name in _LOG_COLUMNS.split(","))
 
 
 def usage_logs(conn: sqlite3.Connection, q: LogsQuery) -> tuple[list[dict[str, Any]], bool]:
@@ -126,8 +134,9 @@ async def logs(db: Database, q: LogsQuery) -> tuple[list[dict[str, Any]], bool]:
     return await db.read(lambda conn: usage_logs(conn, q))
 
 
-def logs_sql(q: LogsQuery) -> tuple[str, list[Any]]:
-    """The page query; one row more than the page, to tell whether another follows."""
+def logs_sql(q: LogsQuery, *, columns: Iterable[str] | None = None) -> tuple[str, list[Any]]:
+    """The page query; one row more than the page, to tell whether another follows.
+    `columns` (names from LOG_COLUMNS) selects fewer columns, in that order."""
     where: list[str] = []
     args: list[Any] = []
     if q.user_id is not None:
@@ -142,6 +151,10 @@ def logs_sql(q: LogsQuery) -> tuple[str, list[Any]]:
     if q.status_min is not None:
         where.append("status >= ?")
         args.append(q.status_min)
+        if q.status_min >= 400:
+            # Spelled out, not bound: SQLite picks a partial index only for a
+            # query whose WHERE contains the index's own condition.
+            where.append("status >= 400")
     if q.status_max is not None:
         where.append("status <= ?")
         args.append(q.status_max)
@@ -154,7 +167,14 @@ def logs_sql(q: LogsQuery) -> tuple[str, list[Any]]:
     if q.before is not None:
         where.append("(ts, id) < (?, ?)")
         args += list(q.before)
-    sql = f"SELECT {_LOG_COLUMNS} FROM usage"
+    selected = _LOG_COLUMNS
+    if columns is not None:
+        columns = list(columns)
+        unknown = set(columns) - LOG_COLUMNS
+        if unknown:
+            raise ValueError(f"not usage log columns: {sorted(unknown)}")
+        selected = ", ".join(columns)
+    sql = f"SELECT {selected} FROM usage"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY ts DESC, id DESC LIMIT ?"
@@ -200,10 +220,16 @@ def _key_stats(conn: sqlite3.Connection, user_id: int | None, ids: list[int],
         entry = result[key_id]
         entry.update(requests=req, tokens=tok, cost=cost)
         entry["last_30d"] = {"requests": req30, "tokens": tok30, "cost": cost30}
-        # Walks the (key_id, ts) index backwards; the first row of a key is its owner's.
-        last = conn.execute(f"SELECT ts FROM usage WHERE {owner}key_id = ? "
-                            "ORDER BY ts DESC LIMIT 1", (*owner_args, key_id)).fetchone()
-        entry["last_used"] = last[0] if last else None
+    # One statement for every key's last use, not one per key: each subquery walks
+    # the (key_id, ts) index backwards, and the first row of a key is its owner's.
+    last_used = f"""
+        SELECT j.value, (SELECT ts FROM usage WHERE {owner}key_id = j.value
+                         ORDER BY ts DESC LIMIT 1)
+        FROM json_each(?) j
+    """
+    keys_json = "[" + ",".join(str(k) for k in ids) + "]"
+    for key_id, last in conn.execute(last_used, (*owner_args, keys_json)):
+        result[key_id]["last_used"] = last
     return result
 
 
