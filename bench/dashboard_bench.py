@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from proxy import server  # noqa: E402
 from proxy.app import create_app  # noqa: E402
-from proxy.cli_accounts import create_user_and_key  # noqa: E402
+from proxy.cli.accounts import create_user_and_key  # noqa: E402
 from proxy.store import Database  # noqa: E402
 from proxy.usage import rebuild_rollups  # noqa: E402
 from proxy.usage.rollup import INSERT  # noqa: E402

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from .auth.throttle import LoginThrottle
     from .config.holder import ConfigHolder
     from .config.watcher import ConfigWatcher
+    import jinja2
+
+    from .dashboard.render import StaticFiles
     from .gateway.request_ids import RequestIds
     from .gateway.response_ids import ResponseIds
     from .limits.limiter import Limiter
@@ -64,6 +67,10 @@ RETRY_BUDGET: web.AppKey["RetryBudget"] = web.AppKey("retry_budget", object)
 # -- billing -------------------------------------------------------------------
 # The client for Creem's API (checkouts); never used on the /v1 path.
 CREEM_HTTP: web.AppKey["aiohttp.ClientSession"] = web.AppKey("creem_http", object)
+
+# -- dashboard -----------------------------------------------------------------
+JINJA: web.AppKey["jinja2.Environment"] = web.AppKey("dashboard_jinja", object)
+STATIC_FILES: web.AppKey["StaticFiles"] = web.AppKey("dashboard_static", object)
 
 # -- admin ---------------------------------------------------------------------
 EVENTS: web.AppKey["FleetEvents"] = web.AppKey("fleet_events", object)

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from proxy.fake_upstream import start_fake_upstream
-from proxy.usage.recorder import USAGE
+from proxy.appkeys import USAGE
 
 from .gateway_harness import GatewayHarness, upstream_entry
 

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from proxy.appkeys import STORE
-from proxy.cli_accounts import create_user_and_key
+from proxy.cli.accounts import create_user_and_key
 from proxy.dashboard.export import PAGE_ROWS, safe
 from proxy.usage import UsageRecord
 from proxy.usage.rollup import write_batch
@@ -44,7 +44,7 @@ async def session_for(gw, email="tenant@example.com") -> aiohttp.ClientSession:
 def usage_rows(user_id: int, key_id: int | None, count: int, *, start: float = NOON - 3600,
                model: str = "gpt-4o-mini") -> list[UsageRecord]:
     return [UsageRecord(start + i * 0.01, f"req_{key_id}_{i}", user_id, key_id, "chat", model, model, "a",
-                        200, None, 10, 5, 15, cost_usd=0.000015, latency_ms=12.0)
+                        200, None, 10, 5, 15, cost_nano=15_000, latency_ms=12.0)
             for i in range(count)]
 
 
@@ -345,16 +345,16 @@ def test_export_cells_equal_the_tables_cells():
     names = {3: "laptop", 4: "=cmd"}
     fast = LogCells(names)
     cases = [
-        (NOON + 0.999, "req_a", "gpt-4o-mini", 3, 200, 12, 5, 17, 0.0000123, 8.5),
-        (86399.5, "req_b", "m", None, 502, 0, 0, 0, 0.0, 30012.0),
-        (NOON + 86400 * 40 + 3661, "-1", "@model", 4, 429, 1234567, 0, 1234567, 12.5, 0.0),
-        (NOON, "req_c", "gpt-4o-mini", 99, 200, -1, 0, -1, 0.0, 1.0),
+        (NOON + 0.999, "req_a", "gpt-4o-mini", 3, 200, 12, 5, 17, 12_300, 8.5),
+        (86399.5, "req_b", "m", None, 502, 0, 0, 0, 0, 30012.0),
+        (NOON + 86400 * 40 + 3661, "-1", "@model", 4, 429, 1234567, 0, 1234567, 12_500_000_000, 0.0),
+        (NOON, "req_c", "gpt-4o-mini", 99, 200, -1, 0, -1, 0, 1.0),
     ]
-    for ts, rid, model, key, status, prompt, completion, total, cost, latency in cases:
+    for ts, rid, model, key, status, prompt, completion, total, cost_nano, latency in cases:
         entry = {"ts": ts, "request_id": rid, "model": model, "key_id": key, "status": status,
                  "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total,
-                 "cost_usd": cost, "latency_ms": latency}
-        assert fast(ts, rid, model, key, status, prompt, completion, total, cost, latency) == [
+                 "cost_usd": cost_nano / 1e9, "latency_ms": latency}
+        assert fast(ts, rid, model, key, status, prompt, completion, total, cost_nano, latency) == [
             safe(cell) for cell in log_cells(entry, names)]
 
 

@@ -20,7 +20,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from proxy.cli_accounts import create_user_and_key
+from proxy.cli.accounts import create_user_and_key
 
 from .gateway_harness import GatewayHarness, upstream_entry
 
@@ -55,7 +55,8 @@ async def dash(tmp_path, upstreams):
     """A gateway with three fake upstreams, a tenant (from the harness) and an admin."""
     harness = GatewayHarness.write(str(tmp_path / "config"),
                                    [upstream_entry(name, fake.url)
-                                    for name, fake in zip("abc", upstreams)])
+                                    for name, fake in zip("abc", upstreams)],
+                                   auth={"signup": "open"})  # the product default is invite-only
     create_user_and_key(harness.db_path, "root@example.com", PASSWORD, "test", "ops", bcrypt_rounds=4)
     with sqlite3.connect(harness.db_path) as conn:
         conn.execute("UPDATE users SET role = 'admin' WHERE email = 'root@example.com'")

@@ -13,7 +13,7 @@ import pytest
 
 from proxy.fake_upstream import start_fake_upstream
 from proxy.gateway.rewrite import model_rewriter, strip_body, strip_events, tenant_view
-from proxy.usage.recorder import USAGE
+from proxy.appkeys import USAGE
 
 from .canned_upstream import CannedUpstream
 from .gateway_harness import GatewayHarness, upstream_entry

@@ -12,7 +12,7 @@ import pytest
 
 from proxy.fake_upstream import start_fake_upstream
 from proxy.fake_upstream.media import speech_bytes
-from proxy.usage.recorder import USAGE
+from proxy.appkeys import USAGE
 
 from .gateway_harness import GatewayHarness, upstream_entry
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..billing.money import NANO
 from .formats import ms, number, usd, when
 
 LOG_HEADERS = ("Time (UTC)", "Request ID", "Model", "Key", "Status", "Prompt tokens",
@@ -46,7 +47,8 @@ class LogCells:
         self._seconds = [f"{s:02d}" for s in range(60)]
 
     def __call__(self, ts: float, request_id: str, model: str, key_id: int | None, status: int,
-                 prompt: int, completion: int, total: int, cost: float, latency: float) -> list[str]:
+                 prompt: int, completion: int, total: int, cost_nano: int, latency: float) -> list[str]:
+        cost = cost_nano / NANO  # as the API's cost_usd is derived
         label = self._labels.get(key_id)
         if label is None:
             label = self._labels[key_id] = safe(key_label(key_id, self._names))

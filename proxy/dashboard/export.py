@@ -28,7 +28,7 @@ from .render import page, secure
 PAGE_ROWS = 5000
 # The keyset (id, ts), then LogCells' arguments in order.
 _COLUMNS = ("id", "ts", "ts", "request_id", "served_model", "key_id", "status", "prompt_tokens",
-            "completion_tokens", "total_tokens", "cost_usd", "latency_ms")
+            "completion_tokens", "total_tokens", "cost_nano", "latency_ms")
 
 
 def setup(app: web.Application) -> None:

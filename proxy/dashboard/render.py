@@ -12,6 +12,7 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
+from ..appkeys import JINJA, STATIC_FILES
 from ..auth.management import Caller, identify
 from ..errors import AuthenticationFailed, GatewayError, NotFound, PermissionDenied
 from . import formats
@@ -60,8 +61,6 @@ class StaticFiles:
         return self.files[name][2].strip('"')
 
 
-JINJA: web.AppKey[jinja2.Environment] = web.AppKey("dashboard_jinja", jinja2.Environment)
-STATIC_FILES: web.AppKey[StaticFiles] = web.AppKey("dashboard_static", StaticFiles)
 
 
 def setup(app: web.Application) -> None:

@@ -19,9 +19,8 @@ from typing import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from ..appkeys import CLOCK, CONFIG, HEALTH, STORE, USAGE, WEBHOOKS
+from ..appkeys import CLOCK, CONFIG, HEALTH, LIMITER, STORE, USAGE, WEBHOOKS
 from ..auth.principal import Principal
-from ..limits import LIMITER
 from .delivery import Deliverer, WebhookClient
 from .endpoints import sync_config_endpoints
 from .ssrf import NetworkPolicy, resolve_with_loop, vet_url
