@@ -8,7 +8,6 @@ import logging
 
 import aiohttp
 import orjson
-import pytest
 
 
 from .gateway_harness import GatewayHarness, upstream_entry

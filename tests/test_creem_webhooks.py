@@ -12,7 +12,7 @@ import pytest
 from proxy.billing.fake_creem import checkout_completed, event, signed, subscription_object
 from proxy.fake_upstream import start_fake_upstream
 
-from .billing_support import CREEM_SECRET, Clock, admin, fake_creem, login, query, start_gateway, ts
+from .billing_support import CREEM_SECRET, Clock, fake_creem, login, query, start_gateway, ts
 
 NOW = ts("2026-03-10T12:00")
 T0 = 1_773_000_000_000  # Creem's created_at, milliseconds

@@ -267,7 +267,9 @@ async def test_admin_drains_and_enables_a_server_and_manages_users(dash, browser
     assert added.status == 201, await added.text()
     await page.reload()
     await page.get_by_label("Weight of d", exact=True).fill("5")
-    await page.get_by_role("button", name="Set weight of d").click()
+    async with page.expect_response(lambda r: r.request.method == "PATCH" and "/api/admin/servers/" in r.url) as patch:
+        await page.get_by_role("button", name="Set weight of d").click()
+    assert (await patch.value).status == 200
     await expect(page.get_by_label("Weight of d", exact=True)).to_have_value("5")
     servers = {s["name"]: s["weight"] for s in (await api_get(page, dash, "/api/admin/servers"))["data"]}
     assert servers == {"a": 1, "b": 1, "c": 1, "d": 5}

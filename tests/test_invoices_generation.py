@@ -4,7 +4,6 @@ late usage, draft then final; through the admin route, the CLI and the in-proces
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import threading
 from decimal import ROUND_HALF_UP, Decimal
@@ -21,7 +20,7 @@ from proxy.config.build import load_config
 from proxy.fake_upstream import start_fake_upstream
 from proxy.store import Database
 
-from .billing_support import (Clock, add_account, admin, fake_creem, login, query, start_gateway, ts,
+from .billing_support import (Clock, add_account, admin, login, query, start_gateway, ts,
                               usage_row)
 from .gateway_harness import GatewayHarness, upstream_entry
 
