@@ -15,7 +15,7 @@ from typing import Any, Mapping, TypeVar
 
 from . import schema
 from .snapshot import (
-    WILDCARD, AdminSettings, AuthSettings, DatabaseSettings, HealthSettings, ModelConfig,
+    WILDCARD, AdminSettings, AuthSettings, DatabaseSettings, HealthSettings, LimitsSettings, ModelConfig,
     MAX_BODY_CEILING, MetricsSettings, PlanConfig, Pricing, RetrySettings, RoutingRule, ServerSettings,
     ServerTimeouts, Snapshot, Timeouts, UpstreamConfig,
 )
@@ -85,6 +85,7 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
     auth = build_auth(d.get("auth") or {})
     health = _settings(HealthSettings, d.get("health") or {}, durations=_HEALTH_DURATIONS)
     retry = _settings(RetrySettings, d.get("retry") or {}, durations=("backoff", "max_backoff"))
+    limits = build_limits(b, d.get("limits") or {})
     models = _build_models(b, d.get("models") or {})
     model_lookup = _model_lookup(b, models)
     overrides = d.get("upstream_overrides") or {}
@@ -102,7 +103,7 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
         raise ConfigError(b.problems)
     snapshot = Snapshot(
         server=server, database=database, admin=admin, auth=auth, health=health, retry=retry,
-        upstreams=tuple(upstreams), models=models, plans=plans, routing=tuple(routing),
+        upstreams=tuple(upstreams), models=models, plans=plans, routing=tuple(routing), limits=limits,
         model_lookup=model_lookup, upstream_by_name=by_name, digest=digest_of(source),
         files=tuple(source.files), managed_file=managed_file_for(path),
     )
@@ -152,6 +153,14 @@ def build_database(b: _Builder, raw: Mapping[str, Any], config_path: str) -> Dat
             b.problem(("database", "path"), f"{db_path} is a directory; name the database file in it, "
                       f"such as {os.path.join(db_path, 'bluesminds.db')}", db_path, True)
     return _settings(DatabaseSettings, {**raw, "path": db_path}, durations=("flush_interval",))
+
+
+def build_limits(b: _Builder, raw: Mapping[str, Any]) -> LimitsSettings:
+    limits = _settings(LimitsSettings, raw, durations=("hold_ttl",))
+    if "hold_ttl" in raw and limits.hold_ttl < 0.3:
+        # Renewal runs every third of it; shorter than this and a busy loop misses renewals.
+        b.problem(("limits", "hold_ttl"), "must be at least 300ms", raw["hold_ttl"], True)
+    return limits
 
 
 def build_admin(b: _Builder, raw: Mapping[str, Any]) -> AdminSettings:
