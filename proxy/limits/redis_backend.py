@@ -56,6 +56,7 @@ log = logging.getLogger("bluesminds.limits")
 REDIS_KEY_CLOCK = "redis-key"
 # Seconds a request waits for Redis before the worker treats it as down.
 SOCKET_TIMEOUT = 1.0
+MAX_CONNECTIONS = 32
 _EPOCH = date(1970, 1, 1).toordinal()
 
 Clock = Callable[[], float]
@@ -162,9 +163,13 @@ class RedisLimiter:
         starts degraded and reconnects by itself."""
         import redis.asyncio as aioredis
 
-        self._client = aioredis.from_url(self.url, socket_timeout=SOCKET_TIMEOUT,
-                                         socket_connect_timeout=SOCKET_TIMEOUT,
-                                         decode_responses=True)
+        # A bounded pool that makes a burst wait for a connection: one admission
+        # is one short script, so a few dozen connections carry thousands a second.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url, max_connections=MAX_CONNECTIONS, timeout=SOCKET_TIMEOUT,
+            socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
+            decode_responses=True)
+        self._client = aioredis.Redis(connection_pool=pool)
         for name in ("ADMIT", "FINISH", "SEED", "RENEW", "RESTORE"):
             self._scripts[name] = self._client.register_script(getattr(redis_scripts, name))
         try:
@@ -185,6 +190,7 @@ class RedisLimiter:
             await asyncio.gather(*self._pending, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
+            await self._client.connection_pool.disconnect()
 
     def _set_state(self, state: str) -> None:
         if state != self._state:
