@@ -211,6 +211,9 @@ class RedisLimiter:
         while True:
             await asyncio.sleep(self.probe_interval)
             try:
+                # Connections pooled before the outage were closed by the server
+                # (or by a restart): drop them all, or each would fail once more.
+                await self._client.connection_pool.disconnect()
                 await self._client.ping()
                 await self._restore()
                 return
