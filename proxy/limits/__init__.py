@@ -30,6 +30,7 @@ from typing import AsyncIterator, Awaitable, Callable, Iterable, Union
 from aiohttp import web
 
 from ..appkeys import CLOCK, CONFIG, LIMITER, METRICS, STORE
+from ..config.snapshot import LimitsSettings
 from .bucket import TokenBucket
 from .headers import DurationFormatter, rate_limit_headers
 from .interface import Hold, RateLimiter
@@ -62,7 +63,8 @@ def setup(app: web.Application, *, load_totals: TotalsLoader | None = None) -> N
     the current windows, e.g. `proxy.usage.quota_totals.load_window_totals`;
     without it the limiter starts from zero. Needs `app[STORE]` opened by an
     earlier cleanup context when a loader is given."""
-    settings = app[CONFIG].current.limits
+    snapshot = app[CONFIG].current
+    settings = snapshot.limits if snapshot is not None else LimitsSettings()
 
     def backend_changed(old, new) -> None:
         if new.limits.backend != old.limits.backend:
