@@ -24,6 +24,7 @@
     ├── NoHealthyUpstream       503   nothing can serve the model right now
     ├── StoreUnavailable        503   the database refuses writes (its file was deleted)
     ├── FeatureUnavailable      503   a feature the operator has not configured
+    ├── LimitsUnavailable       503   the shared limiter (Redis) is down: quotas fail closed
     └── UpstreamTimeout         504
 
     PortInUse                         not HTTP: `serve` could not bind; the CLI prints it as one line
@@ -267,6 +268,20 @@ class FeatureUnavailable(GatewayError):
     status = 503
     type = "server_error"
     code = "feature_unavailable"
+
+
+class LimitsUnavailable(GatewayError):
+    """Quotas and budgets cannot be checked without the shared limiter, and
+    admitting blind could overspend them: the request is refused until it is
+    back. 503, not 429: the client is within its limits, the gateway is not."""
+
+    status = 503
+    type = "server_error"
+    code = "limits_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, headers=retry_headers(retry_after))
+        self.retry_after = retry_after
 
 
 class UpstreamTimeout(GatewayError):

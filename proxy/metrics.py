@@ -20,6 +20,11 @@ Series:
     bluesminds_usage_rows_spilled_total, bluesminds_usage_rows_unsaved   rows in the spill file; rows
                                                                 kept only in memory (disk full)
     bluesminds_store_writable                                   0 while the database refuses writes
+    bluesminds_limiter_backend_up                               shared limiter (Redis): 1 up, 0 down
+                                                                or restoring (only with limits.backend redis)
+    bluesminds_limiter_fail_closed_total, bluesminds_limiter_fallback_total   requests refused because
+                                                                quotas could not be checked; admitted on
+                                                                this worker's rpm/tpm share meanwhile
 """
 
 from __future__ import annotations
@@ -108,6 +113,10 @@ class Metrics:
     def watch_usage(self, source) -> None:
         """Export queue depth and write counters of a usage recorder, read at scrape time."""
         self.registry.register(_UsageCollector(source))
+
+    def watch_limiter(self, limiter) -> None:
+        """Export a shared limiter's state and its degraded-mode counters, read at scrape time."""
+        self.registry.register(_LimiterCollector(limiter))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -228,6 +237,30 @@ class _UsageCollector(Collector):
 
 
 
+
+
+class _LimiterCollector(Collector):
+    def __init__(self, limiter) -> None:
+        self._limiter = limiter
+
+    def collect(self) -> Iterator[Metric]:
+        limiter = self._limiter
+        up = GaugeMetricFamily("bluesminds_limiter_backend_up",
+                               "1 while the shared limiter (Redis) is reachable and seeded.")
+        up.add_metric([], 1 if limiter.state == "up" else 0)
+        yield up
+        for name, help_text, attr in (
+            ("bluesminds_limiter_fail_closed", "Requests refused because their quotas could not "
+             "be checked (shared limiter down).", "fail_closed"),
+            ("bluesminds_limiter_fallback", "Requests admitted on this worker's share of rpm/tpm "
+             "while the shared limiter was down.", "fallbacks"),
+        ):
+            family = CounterMetricFamily(name, help_text)
+            family.add_metric([], getattr(limiter, attr))
+            yield family
+
+    def describe(self) -> list[Metric]:
+        return []
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

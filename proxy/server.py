@@ -128,12 +128,16 @@ class GatewayRunner(web.AppRunner):
         return server
 
 
-async def start(app: web.Application, host: str, port: int) -> tuple[GatewayRunner, int]:
-    """Start serving `app`; returns the runner and the bound port (port 0 picks a free one)."""
+async def start(app: web.Application, host: str, port: int, *,
+                reuse_port: bool = False) -> tuple[GatewayRunner, int]:
+    """Start serving `app`; returns the runner and the bound port (port 0 picks a free one).
+    `reuse_port`: SO_REUSEPORT, so the workers of `serve --workers N` share one
+    port and the kernel spreads connections among them."""
     runner = GatewayRunner(app)
     try:
         await runner.setup()  # the app's start-up, the metrics listener's bind included
-        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True,
+                           reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as exc:
@@ -148,10 +152,11 @@ async def start(app: web.Application, host: str, port: int) -> tuple[GatewayRunn
 
 
 async def serve_until_signal(app: web.Application, host: str, port: int,
-                             ready: Callable[[int], Awaitable[None]] | None = None) -> None:
+                             ready: Callable[[int], Awaitable[None]] | None = None, *,
+                             reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then stop gracefully: stop accepting, let
     in-flight requests finish, and run cleanup (usage flush) before returning."""
-    runner, bound = await start(app, host, port)
+    runner, bound = await start(app, host, port, reuse_port=reuse_port)
     # Everything built at start-up (config, schemas, modules, caches) lives as
     # long as the process: keep it out of every future garbage collection pass.
     gc.collect()

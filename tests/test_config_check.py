@@ -21,7 +21,11 @@ CASES = {
                          "(while parsing a flow sequence that starts on line 6)",
     "top_level_list.yaml": "1: top level must be a mapping of sections",
     "unknown_section.yaml": "7: unknown section 'caching' (known: server, database, admin, auth, "
-                            "health, retry, upstreams, models, plans, routing, upstream_overrides, webhooks, billing)",
+                            "health, retry, upstreams, models, plans, routing, upstream_overrides, webhooks, billing, "
+                            "limits)",
+    "limits_backend.yaml": "2: limits.backend: 'redis:/127.0.0.1' does not have the expected format "
+                           "(memory, or redis://host:port/db)",
+    "limits_hold_ttl.yaml": "3: limits.hold_ttl: must be at least 300ms",
     "unknown_field.yaml": "7: upstreams[0].wieght: unknown field 'wieght' (known: name, url, weight, "
                           "priority, models, region, timeouts, max_concurrent, api_key_env, enabled, drain)",
     "wrong_type.yaml": "2: server.port: '8080' is not of type 'integer'",

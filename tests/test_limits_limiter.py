@@ -8,6 +8,8 @@ from proxy.config.snapshot import PlanConfig
 from proxy.errors import QuotaExceeded, RateLimited
 from proxy.limits import Limiter, WindowTotals
 
+from .redis_server import REDIS_SERVER, SKIP_REASON, SyncRedisLimiter, redis_server  # noqa: F401
+
 
 def ts(*args) -> float:
     return datetime(*args, tzinfo=timezone.utc).timestamp()
@@ -29,8 +31,24 @@ def clock():
     return Clock()
 
 
+@pytest.fixture(params=["memory", "redis"])
+def limiter(request, clock):
+    """Every behaviour below holds for both backends: the in-process limiter, and
+    the Redis one (a real redis-server) with the same injected clock."""
+    if request.param == "memory":
+        yield Limiter(clock=clock)
+        return
+    if REDIS_SERVER is None:
+        pytest.skip(SKIP_REASON)
+    server = request.getfixturevalue("redis_server")
+    server.flush()
+    backend = SyncRedisLimiter(server.url, clock)
+    yield backend
+    backend.close()
+
+
 @pytest.fixture
-def limiter(clock):
+def memory_limiter(clock):
     return Limiter(clock=clock)
 
 
@@ -394,6 +412,7 @@ def test_a_request_spanning_midnight_settles_into_the_day_it_was_counted_in(limi
     assert usage.tokens_day == 100
     assert usage.tokens_month == 1000  # 900 real on the 26th + 100 reserved today
     limiter.release(fresh)
+    usage = fresh.user.usage  # read again: a Redis hold's counters are read, not shared
     assert (usage.tokens_day, usage.tokens_month) == (0, 900)
 
 
@@ -625,7 +644,9 @@ def test_removing_a_plan_cannot_be_used_to_refill_a_bucket(limiter):
         admit(limiter, key(plan="new"), PlanConfig(name="new", rpm=60))
 
 
-def test_prune_drops_only_state_with_nothing_to_remember(limiter, clock):
+def test_prune_drops_only_state_with_nothing_to_remember(memory_limiter, clock):
+    # The in-process limiter's memory bound; Redis keeps its own state.
+    limiter = memory_limiter
     plan = PlanConfig(name="p", rpm=60)
     quota_plan = PlanConfig(name="q", rpm=60, requests_per_day=10)
     for i in range(100):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import click
 
@@ -16,23 +17,58 @@ from .options import configure_logging, default_config, ensure_database, ensure_
               type=click.Path())
 @click.option("--host", default=None, help="Override server.host.")
 @click.option("--port", default=None, type=int, help="Override server.port.")
-def serve(config_path: str, host: str | None, port: int | None) -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Processes sharing the port (SO_REUSEPORT); more than 1 needs limits.backend: redis://…")
+@click.option("--worker", "is_worker", is_flag=True, hidden=True,
+              help="Run as one worker of `serve --workers N` (started by the supervisor).")
+def serve(config_path: str, host: str | None, port: int | None, workers: int, is_worker: bool) -> None:
     """Run the gateway."""
     from ..app import create_app
 
     snapshot = load_or_exit(config_path)
     host = host or snapshot.server.host
     port = snapshot.server.port if port is None else port
-    ensure_free(host, port, "--port")
-    ensure_database(snapshot.database.path)
+    if workers > 1:
+        _check_workers(snapshot, workers)
+    if not is_worker:
+        ensure_free(host, port, "--port")
+        ensure_database(snapshot.database.path)
     configure_logging(snapshot.server.log_level)
+    if workers > 1:
+        raise SystemExit(_supervise(config_path, host, port, workers))
     use_uvloop()
 
     async def run() -> None:
         app = create_app(config_path)
-        await serving(serve_until_signal(app, host, port), host, port, "--port")
+        await serving(serve_until_signal(app, host, port, reuse_port=is_worker), host, port, "--port")
 
     asyncio.run(run())
+
+
+def _check_workers(snapshot, workers: int) -> None:
+    if not snapshot.limits.shared:
+        raise click.ClickException(
+            f"--workers {workers} needs a shared limiter (limits.backend: redis://host:port/db): "
+            f"with limits.backend: memory each worker would count every limit on its own, "
+            f"letting {workers} times the rpm, quotas and budgets through")
+    if snapshot.server.metrics.access == "listener":
+        raise click.ClickException(
+            f"--workers {workers} cannot share server.metrics.listen (each worker has its own "
+            f"metrics); use server.metrics.access: admin or open and scrape the main port")
+
+
+def _supervise(config_path: str, host: str, port: int, workers: int) -> int:
+    from ..limits import WORKERS_ENV
+    from ..supervisor import Supervisor, reserve_port, worker_argv
+
+    held = reserve_port(host, port)
+    port = held.getsockname()[1]
+    click.echo(f"supervising {workers} workers on http://{host}:{port}", err=True)
+    env = {**os.environ, WORKERS_ENV: str(workers)}
+    try:
+        return Supervisor(worker_argv(config_path, host, port), workers, env=env).run()
+    finally:
+        held.close()
 
 
 @click.command("fake-upstream")

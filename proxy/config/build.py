@@ -16,8 +16,8 @@ from typing import Any, Mapping, TypeVar
 from . import schema
 from .snapshot import (
     WILDCARD, AdminSettings, AuthSettings, BillingSettings, CorsSettings, CreemSettings, DatabaseSettings,
-    HealthSettings, ModelConfig, MAX_BODY_CEILING, MetricsSettings, PlanConfig, PlanPrice, Pricing,
-    RetrySettings, RoutingRule, ServerSettings, ServerTimeouts, Snapshot, Timeouts, UpstreamConfig,
+    HealthSettings, LimitsSettings, ModelConfig, MAX_BODY_CEILING, MetricsSettings, PlanConfig, PlanPrice,
+    Pricing, RetrySettings, RoutingRule, ServerSettings, ServerTimeouts, Snapshot, Timeouts, UpstreamConfig,
     WebhookEndpointConfig, WebhookSettings,
 )
 from .source import ConfigError, ConfigProblem, Source, managed_file_for, read_source
@@ -87,6 +87,7 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
     auth = build_auth(d.get("auth") or {})
     health = _settings(HealthSettings, d.get("health") or {}, durations=_HEALTH_DURATIONS)
     retry = _settings(RetrySettings, d.get("retry") or {}, durations=("backoff", "max_backoff"))
+    limits = build_limits(b, d.get("limits") or {})
     models = _build_models(b, d.get("models") or {})
     model_lookup = _model_lookup(b, models)
     overrides = d.get("upstream_overrides") or {}
@@ -106,7 +107,7 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
         raise ConfigError(b.problems)
     snapshot = Snapshot(
         server=server, database=database, admin=admin, auth=auth, health=health, retry=retry,
-        upstreams=tuple(upstreams), models=models, plans=plans, routing=tuple(routing),
+        upstreams=tuple(upstreams), models=models, plans=plans, routing=tuple(routing), limits=limits,
         billing=billing, model_lookup=model_lookup, upstream_by_name=by_name, digest=digest_of(source),
         files=tuple(source.files), managed_file=managed_file_for(path), webhooks=webhooks,
     )
@@ -156,6 +157,14 @@ def build_database(b: _Builder, raw: Mapping[str, Any], config_path: str) -> Dat
             b.problem(("database", "path"), f"{db_path} is a directory; name the database file in it, "
                       f"such as {os.path.join(db_path, 'bluesminds.db')}", db_path, True)
     return _settings(DatabaseSettings, {**raw, "path": db_path}, durations=("flush_interval",))
+
+
+def build_limits(b: _Builder, raw: Mapping[str, Any]) -> LimitsSettings:
+    limits = _settings(LimitsSettings, raw, durations=("hold_ttl",))
+    if "hold_ttl" in raw and limits.hold_ttl < 0.3:
+        # Renewal runs every third of it; shorter than this and a busy loop misses renewals.
+        b.problem(("limits", "hold_ttl"), "must be at least 300ms", raw["hold_ttl"], True)
+    return limits
 
 
 def build_admin(b: _Builder, raw: Mapping[str, Any]) -> AdminSettings:

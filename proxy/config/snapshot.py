@@ -286,6 +286,19 @@ class BillingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    # "memory" (one process) or "redis://host:port/db" (shared by every worker and machine).
+    backend: str = "memory"
+    # A reservation's deadline, renewed while its request lives: a killed
+    # worker's holds are gone this long after it died.
+    hold_ttl: float = 30.0
+
+    @property
+    def shared(self) -> bool:
+        return self.backend != "memory"
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     server: ServerSettings
     database: DatabaseSettings
@@ -298,6 +311,7 @@ class Snapshot:
     plans: Mapping[str, PlanConfig]
     routing: tuple[RoutingRule, ...] = ()
     billing: BillingSettings = BillingSettings()
+    limits: LimitsSettings = LimitsSettings()
     # Derived indexes, filled by the builder.
     model_lookup: Mapping[str, ModelConfig] = field(default_factory=dict)  # name or alias
     upstream_by_name: Mapping[str, UpstreamConfig] = field(default_factory=dict)

@@ -7,6 +7,8 @@ upstream is asked happens here, in this order.
 
 from __future__ import annotations
 
+from inspect import isawaitable
+
 from aiohttp import web
 
 from ..appkeys import AUTHENTICATOR, LIMITER, METRICS
@@ -40,8 +42,10 @@ async def admit(request: web.Request, call: Call) -> None:
     cost_estimate = model.pricing.cost(prompt_estimate, completion_estimate) if model.pricing else 0.0
     limiter = app[LIMITER]
     try:
-        call.reservation = limiter.admit(principal, plan, estimated_tokens=prompt_estimate + completion_estimate,
-                                         estimated_cost=cost_estimate)
+        hold = limiter.admit(principal, plan, estimated_tokens=prompt_estimate + completion_estimate,
+                             estimated_cost=cost_estimate)
+        # The in-process limiter answers at once; a shared one (Redis) is a round trip.
+        call.reservation = await hold if isawaitable(hold) else hold
     except GatewayError as exc:
         app[METRICS].limiter_rejected(exc.type)
         raise

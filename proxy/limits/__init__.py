@@ -6,10 +6,15 @@
     headers.py   x-ratelimit-* headers with Go-style reset durations
     interface.py RateLimiter: the seam (admit / settle / release / headers / seed)
     limiter.py   Limiter: the in-process RateLimiter, synchronous and exact
+    redis_backend.py  RedisLimiter: the same seam shared by every worker, one
+                 Lua script (redis_scripts.py) per admission
 
-`setup(app)` puts one `Limiter` under `appkeys.LIMITER`, seeds it with the
-usage already persisted for the current day and month, and drops idle state
-in the background while the app runs.
+`setup(app)` puts the limiter `limits.backend` names under `appkeys.LIMITER`:
+a `Limiter` seeded with the usage already persisted for the current day and
+month, which drops idle state in the background while the app runs; or a
+`RedisLimiter`, which seeds Redis from the same totals when Redis does not
+hold them yet. The backend is chosen at start; a reload that changes it is
+logged and applies at the next restart.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
+import os
 import time
 from typing import AsyncIterator, Awaitable, Callable, Iterable, Union
 
 from aiohttp import web
 
-from ..appkeys import CLOCK, CONFIG, LIMITER, STORE
+from ..appkeys import CLOCK, CONFIG, LIMITER, METRICS, STORE
+from ..config.snapshot import LimitsSettings
 from .bucket import TokenBucket
 from .headers import DurationFormatter, rate_limit_headers
 from .interface import Hold, RateLimiter
@@ -37,6 +45,12 @@ __all__ = [
     "rate_limit_headers", "setup",
 ]
 
+log = logging.getLogger("bluesminds.limits")
+
+# Set by `serve --workers N` in each worker: the share of rpm/tpm a worker
+# keeps while the shared limiter is out.
+WORKERS_ENV = "BLUESMINDS_WORKERS"
+
 # Idle users and keys are dropped this often; it bounds memory, not correctness.
 PRUNE_INTERVAL = 60.0
 
@@ -49,6 +63,18 @@ def setup(app: web.Application, *, load_totals: TotalsLoader | None = None) -> N
     the current windows, e.g. `proxy.usage.quota_totals.load_window_totals`;
     without it the limiter starts from zero. Needs `app[STORE]` opened by an
     earlier cleanup context when a loader is given."""
+    snapshot = app[CONFIG].current
+    settings = snapshot.limits if snapshot is not None else LimitsSettings()
+
+    def backend_changed(old, new) -> None:
+        if new.limits.backend != old.limits.backend:
+            log.warning("limits.backend changed to %s; it applies when the gateway restarts",
+                        new.limits.backend)
+
+    app[CONFIG].subscribe(backend_changed)
+    if settings.shared:
+        _setup_redis(app, settings, load_totals)
+        return
     limiter = Limiter(clock=app.get(CLOCK, time.time))
     app[LIMITER] = limiter
     # Buckets of plans that a reload removed or changed start afresh; the others carry over.
@@ -73,3 +99,31 @@ async def _prune_forever(limiter: Limiter) -> None:
     while True:
         await asyncio.sleep(PRUNE_INTERVAL)
         limiter.prune()
+
+
+def _setup_redis(app: web.Application, settings, load_totals: TotalsLoader | None) -> None:
+    from .redis_backend import RedisLimiter
+
+    async def totals(now: float):
+        if load_totals is None:
+            return []
+        loaded = load_totals(app[STORE], now)
+        return await loaded if inspect.isawaitable(loaded) else loaded
+
+    flush = app[CONFIG].current.database.flush_interval
+    limiter = RedisLimiter(
+        settings.backend, hold_ttl=settings.hold_ttl, workers=int(os.environ.get(WORKERS_ENV, "1")),
+        load_totals=totals, grace=min(settings.hold_ttl / 3, 1.0) + 2 * flush + 0.25,
+        # Test hook only: scripts read "now" from Redis, shared by every worker.
+        clock="redis-key" if os.environ.get("BLUESMINDS_TEST_REDIS_CLOCK") == "1" else None)
+    app[LIMITER] = limiter
+    app[CONFIG].subscribe(lambda old, new: limiter.forget_plans(new.plans))
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        if METRICS in app:
+            app[METRICS].watch_limiter(limiter)
+        await limiter.start()
+        yield
+        await limiter.close()
+
+    app.cleanup_ctx.append(lifecycle)
