@@ -164,10 +164,10 @@ def statuses(answers) -> dict[int, int]:
     return out
 
 
-def spent_usd(db_path: str, email: str) -> float:
+def spent_nano(db_path: str, email: str) -> int:
     with sqlite3.connect(db_path) as conn:
         return conn.execute(
-            "SELECT COALESCE(SUM(u.cost_usd), 0) FROM usage u JOIN users s ON s.id = u.user_id "
+            "SELECT COALESCE(SUM(u.cost_nano), 0) FROM usage u JOIN users s ON s.id = u.user_id "
             "WHERE s.email = ?", (email,)).fetchone()[0]
 
 
@@ -230,7 +230,7 @@ async def test_limits_are_exact_across_four_workers_and_at_a_window_edge(tmp_pat
     finally:
         fleet.stop()
         await fake.stop()
-    assert abs(spent_usd(fleet.harness.db_path, "dollar@example.com") - 1.0) < 1e-9
+    assert spent_nano(fleet.harness.db_path, "dollar@example.com") == 1_000_000_000  # exactly $1
     assert fleet.proc.returncode == 0
 
 

@@ -44,7 +44,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from ..auth.principal import Principal
 from ..config.snapshot import PlanConfig
-from ..errors import LimitsUnavailable, RateLimited
+from ..errors import LimitsUnavailable, QuotaExceeded, RateLimited
 from . import redis_scripts
 from .bucket import TokenBucket
 from .limiter import (_ACCOUNT, _KEY, Limiter, Reservation, _configure_key, _configure_user,
@@ -283,6 +283,11 @@ class RedisLimiter:
 
     # -- admission --------------------------------------------------------------
 
+    @property
+    def on_quota_refused(self) -> list:
+        """Listeners told of each quota or budget refusal, as the in-process limiter's are."""
+        return self._view.on_quota_refused
+
     def admit(self, principal: Principal, plan: PlanConfig, *, estimated_tokens: int,
               estimated_cost: float) -> Awaitable[RedisHold | Reservation]:
         return self._admit(principal, plan, estimated_tokens, estimated_cost)
@@ -325,7 +330,12 @@ class RedisLimiter:
         _load_state(key, out[base + 13:base + 26])
         a, b = (user, key) if plan.per_user else (key, None)
         if not ok:
-            view._check(user, key, a, b, tokens, cost, now)  # noqa: SLF001 - raises the refusal
+            try:
+                view._check(user, key, a, b, tokens, cost, now)  # noqa: SLF001 - raises the refusal
+            except QuotaExceeded:
+                if view.on_quota_refused:
+                    view._report_refusal(principal, user, key, tokens, cost, now)  # noqa: SLF001
+                raise
             log.warning("the shared limiter refused a request (%s) that the in-process check "
                         "admits", out[2])
             raise RateLimited("Rate limit reached; please try again in 1s.", retry_after=1.0)
