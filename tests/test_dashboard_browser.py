@@ -351,6 +351,7 @@ async def test_a_key_created_with_the_keyboard_alone(dash, browser):
     page = await new_page(browser, dash)
     await page.goto(dash.url + "/dashboard/login")
     # The e-mail field has focus on arrival; Tab, type, Enter from there.
+    await expect(page.get_by_label("E-mail address")).to_be_focused()
     await page.keyboard.type("tenant@example.com")
     await page.keyboard.press("Tab")
     await page.keyboard.type(PASSWORD)
