@@ -29,7 +29,7 @@ def gateway_sections(upstreams: list[str], *, port: int) -> dict:
     return {
         "server": {"host": "127.0.0.1", "port": port, "max_body": "4MiB", "log_level": "warning",
                    "access_log": False},
-        "database": {"path": "bench.db", "flush_interval": "250ms", "flush_rows": 500},
+        "database": {"path": "data/bench.db", "flush_interval": "250ms", "flush_rows": 500},
         "auth": {"signup": "closed", "default_plan": PLAN, "bcrypt_rounds": BCRYPT_ROUNDS},
         "health": {"path": "/health/liveliness", "interval": "10s", "timeout": "2s",
                    "eject_after": 3, "cooldown": "5s", "max_cooldown": "2m"},
@@ -66,4 +66,7 @@ def write_gateway_config(config_dir: str, upstreams: list[str], *, port: int) ->
         yaml.safe_dump(main, fh, sort_keys=False)
     with open(os.path.join(config_dir, "upstreams.yaml"), "w", encoding="utf-8") as fh:
         yaml.safe_dump({"upstreams": sections["upstreams"]}, fh, sort_keys=False)
-    return GatewayConfig(config_dir, os.path.join(config_dir, "bench.db"))
+    # The database in a folder of its own below the config, as the bundled config has it
+    # (data/): the config watcher then never wakes for the writes the load makes.
+    os.makedirs(os.path.join(config_dir, "data"), exist_ok=True)
+    return GatewayConfig(config_dir, os.path.join(config_dir, "data", "bench.db"))
