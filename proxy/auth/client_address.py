@@ -26,9 +26,13 @@ def client_address(request: web.Request) -> str:
     found = request.get(_ADDRESS)
     if found is None:
         trusted = request.app[CONFIG].current.server.trusted_proxies
-        found = request[_ADDRESS] = resolve(
-            request.remote, request.headers.getall("X-Forwarded-For", ()), trusted
-        )
+        peer = request.remote
+        if not trusted and peer and ":" not in peer:
+            # The common case, on every /v1 request: no proxy to believe, and an IPv4
+            # peer as the socket reports it is already in canonical form.
+            found = request[_ADDRESS] = peer
+        else:
+            found = request[_ADDRESS] = resolve(peer, request.headers.getall("X-Forwarded-For", ()), trusted)
     return found
 
 
