@@ -27,6 +27,9 @@ NOON = 1773576000.0  # 2026-03-15T12:00:00Z
 @pytest.fixture
 async def gw(tmp_path, upstreams):
     harness = GatewayHarness.write(str(tmp_path / "config"), [upstream_entry("a", upstreams[0].url)])
+    # The account exists from the gateway's "now", so billing counts it in that month.
+    harness.user_id, harness.key = create_user_and_key(harness.db_path, "tenant@example.com", PASSWORD, "test",
+                                                       "e2e", bcrypt_rounds=4, clock=lambda: NOON)
     await harness.start(clock=lambda: NOON)
     yield harness
     await harness.stop()

@@ -57,7 +57,11 @@ async def dash(tmp_path, upstreams):
                                    [upstream_entry(name, fake.url)
                                     for name, fake in zip("abc", upstreams)],
                                    auth={"signup": "open"})  # the product default is invite-only
-    create_user_and_key(harness.db_path, "root@example.com", PASSWORD, "test", "ops", bcrypt_rounds=4)
+    # Both accounts exist from the gateway's "now", so billing counts them in its month.
+    harness.user_id, harness.key = create_user_and_key(harness.db_path, "tenant@example.com", PASSWORD, "test",
+                                                       "e2e", bcrypt_rounds=4, clock=lambda: BASE_TIME)
+    create_user_and_key(harness.db_path, "root@example.com", PASSWORD, "test", "ops", bcrypt_rounds=4,
+                        clock=lambda: BASE_TIME)
     with sqlite3.connect(harness.db_path) as conn:
         conn.execute("UPDATE users SET role = 'admin' WHERE email = 'root@example.com'")
     await harness.start(clock=shifted_clock())

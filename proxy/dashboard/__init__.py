@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..routes import sessions_routes
-from . import admin, export, pages, render
+from . import admin, export, pages, render, webhooks
 
 
 def setup(app: web.Application) -> None:
@@ -20,5 +20,6 @@ def setup(app: web.Application) -> None:
     sessions_routes.setup(app)
     pages.setup(app)
     admin.setup(app)
+    webhooks.setup(app)
     export.setup(app)
     render.setup_fallback(app)

@@ -21,6 +21,12 @@ async def get(request: web.Request, handler: Route, path: str,
               params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     query = {k: str(v) for k, v in (params or {}).items() if v is not None and v != ""}
     sub = request.clone(method="GET", rel_url=URL(path).with_query(query))
+    # The API's own route match, as aiohttp's dispatcher would set it: its handler reads
+    # its path parameters ({id}) from the API path, not from the page's route.
+    match = await request.app.router.resolve(sub)
+    match.add_app(request.app)
+    match.freeze()
+    sub._match_info = match  # noqa: SLF001 - what web.Application._handle assigns
     response = await handler(sub)
     return orjson.loads(response.body)
 

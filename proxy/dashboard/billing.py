@@ -1,7 +1,9 @@
-"""What the billing page shows, in one place: the plan, its period, usage against it.
+"""What the billing page shows, in one place: the API's billing answers and usage against the plan.
 
-Invoices, payments and checkout are None until billing lands; the page shows
-those sections as soon as this function fills them in.
+`billing_view` is the billing page's one data source: GET /api/billing/plan (the
+plan, its period and the estimate of the next invoice), /api/billing/plans (what
+the account may buy), /api/billing/invoices and /api/billing/payments, plus
+`usage_against_plan`, which the overview shows too.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from aiohttp import web
 
 from ..auth.management import Caller, now_of, snapshot_of
 from ..auth.users import plan_for
+from ..billing import routes as billing_routes
 from ..routes.usage_routes import usage_stats
 from . import api
+
+INVOICES_PER_PAGE = 24
+PAYMENTS_SHOWN = 50
 
 _ZERO = {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0,
          "total_tokens": 0, "cost_usd": 0.0}
@@ -24,7 +30,8 @@ def _month_end(first: date) -> date:
     return (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
 
 
-async def plan_usage(request: web.Request, caller: Caller) -> dict[str, Any]:
+async def usage_against_plan(request: web.Request, caller: Caller) -> dict[str, Any]:
+    """Today's and this month's usage against the plan's quotas and budget."""
     plan = plan_for(snapshot_of(request), caller.user.plan)
     today = datetime.fromtimestamp(now_of(request), timezone.utc).date()
     first = today.replace(day=1)
@@ -54,7 +61,33 @@ async def plan_usage(request: web.Request, caller: Caller) -> dict[str, Any]:
         ],
         "rates": [("Requests per minute", plan.rpm), ("Tokens per minute", plan.tpm),
                   ("Concurrent requests", plan.max_concurrent)],
-        "invoices": None,
-        "payments": None,
-        "checkout_url": None,
+    }
+
+
+def _day(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, timezone.utc).date().isoformat()
+
+
+async def billing_view(request: web.Request, caller: Caller,
+                       before: str | None = None) -> dict[str, Any]:
+    overview = await api.get(request, billing_routes.get_plan, "/api/billing/plan")
+    plans = await api.get(request, billing_routes.get_plans, "/api/billing/plans")
+    invoices = await api.get(request, billing_routes.get_invoices, "/api/billing/invoices",
+                             {"limit": INVOICES_PER_PAGE, "before": before})
+    payments = await api.get(request, billing_routes.get_payments, "/api/billing/payments",
+                             {"limit": PAYMENTS_SHOWN})
+    period = overview["period"]
+    current = overview["plan"]["name"]
+    return {
+        "overview": overview,
+        # Subscription periods are instants, calendar months are dates: both read as days.
+        "period": {"source": period["source"],
+                   "start": _day(period["start"]), "end": _day(period["end"] - 1)},  # the end is exclusive
+        "usage": await usage_against_plan(request, caller),
+        "for_sale": [p for p in plans["data"] if p["purchasable"] and p["name"] != current],
+        "invoices": invoices["data"],
+        "older_invoices": invoices["data"][-1]["id"] if invoices["has_more"] else None,
+        "payments": payments["data"],
     }

@@ -10,8 +10,9 @@ from aiohttp import web
 from ..auth.management import Caller, identify, now_of, snapshot_of
 from ..auth.users import plan_for
 from ..errors import AuthenticationFailed
+from ..billing import routes as billing_routes
 from ..routes import auth_routes, keys_routes, sessions_routes, usage_routes
-from . import api, billing
+from . import api, billing, webhooks
 from .columns import LOG_HEADERS, STAT_HEADERS, key_label, log_cells, stat_cells
 from .render import page, public, render, secure
 
@@ -31,6 +32,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/dashboard/usage", page(usage_page))
     app.router.add_get("/dashboard/logs", page(logs_page))
     app.router.add_get("/dashboard/billing", page(billing_page))
+    app.router.add_get("/dashboard/billing/invoices/{id}", page(invoice_page))
     app.router.add_get("/dashboard/settings", page(settings_page))
 
 
@@ -106,7 +108,7 @@ async def _key_names(request: web.Request) -> tuple[list[dict[str, Any]], dict[i
 
 
 async def overview(request: web.Request, caller: Caller) -> web.Response:
-    summary = await billing.plan_usage(request, caller)
+    summary = await billing.usage_against_plan(request, caller)
     today = _today(request)
     first = today - timedelta(days=29)
     daily = await api.get(request, usage_routes.usage_stats, "/api/usage/stats",
@@ -183,20 +185,31 @@ async def logs_page(request: web.Request, caller: Caller) -> web.Response:
 
 async def billing_page(request: web.Request, caller: Caller) -> web.Response:
     return render(request, "billing.html", caller=caller, title="Billing",
-                  summary=await billing.plan_usage(request, caller))
+                  billing=await billing.billing_view(request, caller, request.query.get("before")))
+
+
+async def invoice_page(request: web.Request, caller: Caller) -> web.Response:
+    invoice = await api.get(request, billing_routes.get_one_invoice,
+                            f"/api/billing/invoices/{request.match_info['id']}")
+    return render(request, "invoice.html", caller=caller, title=f"Invoice {invoice['number'] or invoice['month']}",
+                  invoice=invoice)
 
 
 async def settings_page(request: web.Request, caller: Caller) -> web.Response:
     me = await api.get(request, auth_routes.me, "/api/auth/me")
     sessions = await api.get(request, sessions_routes.list_route, "/api/auth/sessions")
+    plan = await api.get(request, billing_routes.get_plan, "/api/billing/plan")
     return render(request, "settings.html", caller=caller, title="Settings", me=me,
-                  sessions=sessions["data"], referral=_referral(request, me),
-                  webhooks=None, min_length=snapshot_of(request).auth.password_min_length)
+                  sessions=sessions["data"], referral=_referral(request, plan["referral"]),
+                  webhooks=await webhooks.account_endpoints(request, caller),
+                  event_choices=webhooks.EVENT_CHOICES,
+                  min_length=snapshot_of(request).auth.password_min_length)
 
 
-def _referral(request: web.Request, me: dict[str, Any]) -> dict[str, str] | None:
-    """The referral code and link, once accounts have one (the billing issue adds them)."""
-    code = me.get("referral_code")
+def _referral(request: web.Request, referral: dict[str, Any]) -> dict[str, Any] | None:
+    code = referral.get("code")
     if not code:
         return None
-    return {"code": code, "link": f"{request.scheme}://{request.host}/dashboard/signup?ref={code}"}
+    # The gateway's public address when it sits behind a proxy; else the address this page came from.
+    origin = (snapshot_of(request).server.public_url or f"{request.scheme}://{request.host}").rstrip("/")
+    return {**referral, "link": f"{origin}/dashboard/signup?ref={code}"}

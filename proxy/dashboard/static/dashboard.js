@@ -86,7 +86,8 @@
   function showSecret(data) {
     var panel = document.querySelector("[data-secret-panel]");
     var input = panel.querySelector("[data-secret-value]");
-    input.value = data.key;
+    // An API key's secret is "key", a webhook's signing secret is "secret".
+    input.value = data[panel.dataset.secretField || "key"];
     panel.hidden = false;
     panel.scrollIntoView({ block: "start" });
     input.focus();
@@ -97,6 +98,13 @@
     action = action || "reload";
     if (action === "secret") { showSecret(data); return; }
     if (action.indexOf("redirect:") === 0) { window.location.assign(action.slice(9)); return; }
+    // To an address the API answered with, such as a checkout page (only http(s), never javascript:).
+    if (action.indexOf("follow:") === 0) {
+      var target = String(data[action.slice(7)] || "");
+      if (/^https?:\/\//.test(target)) { window.location.assign(target); return; }
+      toast("The server did not give an address to go to; try again.");
+      return;
+    }
     if (message) { window.sessionStorage.setItem("bm-toast", message); }
     window.location.reload();
   }
