@@ -534,3 +534,22 @@ async def test_an_ipv6_upstream_is_reachable():
     await pool.aclose()
     server.close()
     await server.wait_closed()
+
+
+async def test_a_write_the_event_loop_refuses_is_a_connection_failure_not_a_crash(pool):
+    # uvloop refuses to write on a socket it has just closed (RuntimeError); nothing
+    # was sent, so the forwarder must see an ordinary connection failure it can move.
+    server = await RawServer([ok(b"{}"), ok(b"{}")]).start()
+    first = await request(pool, server)
+    await first.read(1)
+    first.release()
+    [conn] = pool._idle[server.target]
+
+    def refuse(data):
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
+
+    conn.transport.write = refuse
+    with pytest.raises(UpstreamConnectionError, match="closed before the request was written"):
+        await request(pool, server)
+    assert len(server.requests) == 1
+    await server.stop()

@@ -548,11 +548,18 @@ class ConnectionPool:
         conn.response = response
         try:
             # Once written, never re-sent: the upstream may already be running it.
-            if streamed:
-                conn.transport.write(head)
-                await _write_streamed(conn, body)
-            else:
-                conn.transport.write(head + body)
+            try:
+                if streamed:
+                    conn.transport.write(head)
+                    await _write_streamed(conn, body)
+                else:
+                    conn.transport.write(head + body)
+            except RuntimeError as exc:
+                # The event loop had already closed the socket (the upstream died a moment
+                # ago) and refused the write: nothing was sent, so it is a connection
+                # failure like a refused connect, which the forwarder may move elsewhere.
+                raise UpstreamConnectionError(f"upstream connection closed before the request was written: {exc}",
+                                              "closed before writing") from None
             await response._headers(read_timeout)
         except BaseException:
             response.close()  # failed, timed out or cancelled: the connection's state is unknown
