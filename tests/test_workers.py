@@ -328,7 +328,13 @@ async def test_redis_down_fails_quotas_closed_and_an_empty_restart_never_oversho
                 "type": "server_error", "param": None, "code": "limits_unavailable"}
             # rpm alone falls back to each worker's share.
             assert statuses(await burst(fleet.url, fleet.keys["rpm60"], CHAT, 8)) == {200: 8}
-            async with aiohttp.ClientSession() as session:
+            # Counters are per worker and SO_REUSEPORT spreads connections over them: one
+            # kept-alive connection asks the worker that just refused for its own figures.
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+                async with session.post(fleet.url + "/v1/chat/completions", json=CHAT,
+                                        headers={"Authorization": f"Bearer {fleet.keys['daily100']}"}) as resp:
+                    assert resp.status == 503
+                    await resp.read()
                 async with session.get(fleet.url + "/metrics",
                                        headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as resp:
                     metrics = await resp.text()
