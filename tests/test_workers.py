@@ -82,7 +82,11 @@ class Fleet:
                 [sys.executable, "-m", "proxy", "serve", "--config", self.harness.config_dir,
                  "--port", "0", "--workers", str(self.workers)],
                 stdout=log, stderr=log, env=self.env)
-        await self.wait_for(lambda text: text.count("listening on") >= self.workers, 60)
+        try:
+            await self.wait_for(lambda text: text.count("listening on") >= self.workers, 60)
+        except BaseException:
+            self.stop()  # a fleet that never came up must not outlive its test
+            raise
         port = re.search(r"supervising \d+ workers on http://127.0.0.1:(\d+)", self.log()).group(1)
         self.url = f"http://127.0.0.1:{port}"
         return self
