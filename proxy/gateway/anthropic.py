@@ -197,15 +197,10 @@ class AnthropicRelay:
         self.final = False  # message_delta came: its output count is the answer's, not message_start's
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self.buffer + chunk if self.buffer else chunk
-        if b"\r\n" in data:
-            data = data.replace(b"\r\n", b"\n")
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self.buffer = data
+        events, self.buffer = sse.complete_events(self.buffer, chunk)
+        if events is None:
             return b""
-        self.buffer = data[end + 2:]
-        out = [self._event(event) for event in data[:end].split(b"\n\n") if event]
+        out = [self._event(event) for event in events if event]
         return b"\n\n".join(out) + b"\n\n" if out else b""
 
     def _event(self, event: bytes) -> bytes:

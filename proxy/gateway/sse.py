@@ -32,6 +32,20 @@ def opens_validly(first_chunk: bytes) -> bool:
     return head.startswith(_FIELD_STARTS) or any(f.startswith(head) for f in _FIELD_STARTS)
 
 
+
+def complete_events(buffer: bytes, chunk: bytes) -> tuple[list[bytes] | None, bytes]:
+    """The complete SSE events in what has arrived (None: none yet), and the rest to keep.
+
+    Every relay frames the same way: events end with a blank line; a CRLF
+    upstream is read as LF."""
+    data = buffer + chunk if buffer else chunk
+    if b"\r\n" in data:
+        data = data.replace(b"\r\n", b"\n")
+    end = data.rfind(b"\n\n")
+    if end < 0:
+        return None, data
+    return data[:end].split(b"\n\n"), data[end + 2:]
+
 class SSERelay:
     __slots__ = ("strip_usage", "scrub", "buffer", "usage", "done", "content_chars", "saw_error")
 
@@ -46,16 +60,11 @@ class SSERelay:
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes to send to the client now (possibly empty)."""
-        data = self.buffer + chunk if self.buffer else chunk
-        if b"\r\n" in data:
-            data = data.replace(b"\r\n", b"\n")
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self.buffer = data
+        events, self.buffer = complete_events(self.buffer, chunk)
+        if events is None:
             return b""
-        self.buffer = data[end + 2:]
         out = []
-        for event in data[:end].split(b"\n\n"):
+        for event in events:
             if event:
                 kept = self._event(event)
                 if kept is not None:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import orjson
 
-from .sse import accepts_content_type, opens_validly  # noqa: F401  (the same checks as data-only SSE)
+from .sse import accepts_content_type, complete_events, opens_validly  # noqa: F401  (the same checks as data-only SSE)
 
 TERMINAL = frozenset({b"response.completed", b"response.incomplete", b"response.failed", b"error"})
 FAILED = frozenset({b"response.failed", b"error"})
@@ -80,16 +80,11 @@ class TypedSSERelay:
     def feed(self, chunk: bytes) -> bytes:
         if self.done:
             return b""  # nothing after the terminal event reaches the client
-        data = self.buffer + chunk if self.buffer else chunk
-        if b"\r\n" in data:
-            data = data.replace(b"\r\n", b"\n")
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self.buffer = data
+        events, self.buffer = complete_events(self.buffer, chunk)
+        if events is None:
             return b""
-        self.buffer = data[end + 2:]
         out = []
-        for event in data[:end].split(b"\n\n"):
+        for event in events:
             if event:
                 replaced = self._event(event)
                 out.append(event if replaced is None else replaced)
