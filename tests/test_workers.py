@@ -115,6 +115,20 @@ class Fleet:
                 self.proc.wait()
 
 
+async def gone(pid: int, seconds: float = 10.0) -> None:
+    """Wait (bounded) until a killed process is dead: gone, or a zombie its parent has not reaped."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except FileNotFoundError:
+            return
+        await asyncio.sleep(0.01)  # no event tells another process's death
+    raise AssertionError(f"process {pid} still alive {seconds}s after SIGKILL")
+
+
 def owner_of(client_port: int, pids: list[int]) -> int | None:
     """The worker whose socket is the server side of the client's connection."""
     inodes = set()
@@ -275,6 +289,7 @@ async def test_a_killed_workers_holds_expire_and_the_others_keep_serving(tmp_pat
                         == victim for r in held)
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
+        await gone(victim)  # until then the kernel may still queue new connections on its socket
         for resp in held:
             resp.close()  # the survivors' streams end: their holds are released at once
 
