@@ -7,10 +7,14 @@ uses (handler cancellation on client disconnect).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import yaml
 from aiohttp import web
 
@@ -98,3 +102,22 @@ def _write_yaml(path: str, data: dict[str, Any]) -> None:
     with open(tmp, "w", encoding="utf-8") as fh:
         yaml.safe_dump(data, fh, sort_keys=False)
     os.replace(tmp, path)
+
+
+async def serve_process(config_dir: str, port: int, *, env: dict[str, str] | None = None,
+                        python_args: tuple[str, ...] = ("-m", "proxy")) -> subprocess.Popen:
+    """`serve` as a real process (SIGTERM, kill -9), returned once /healthz answers 200."""
+    proc = subprocess.Popen([sys.executable, *python_args, "serve", "--config", config_dir, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):  # a process start has no event to await
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                    if resp.status == 200:
+                        return proc
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    proc.kill()
+    raise AssertionError(proc.stderr.read().decode())
+

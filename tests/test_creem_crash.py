@@ -3,11 +3,8 @@ it answered; Creem redelivers to the restarted gateway, and the payment counts o
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 
 import aiohttp
@@ -18,7 +15,7 @@ from proxy.store import Database
 
 from .billing_support import (CREEM_KEY, CREEM_KEY_ENV, CREEM_SECRET, CREEM_SECRET_ENV, PASSWORD, PLANS,
                               billing_section, query)
-from .gateway_harness import GatewayHarness, upstream_entry
+from .gateway_harness import GatewayHarness, serve_process, upstream_entry
 from .litellm_process import free_port
 
 # The child serves exactly as `bluesminds serve`, except that the store's write_once
@@ -39,22 +36,6 @@ _KILLING_SERVE = textwrap.dedent("""
 """)
 
 
-async def _serve(args: list[str], port: int, env: dict[str, str]) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, *args, "serve", "--config", env["BM_CONFIG"], "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):  # a process start has no event to await
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
-                        return proc
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError(proc.stderr.read().decode())
-
-
 async def test_kill_9_between_commit_and_reply_then_redelivery_credits_once(tmp_path):
     harness = GatewayHarness.write(str(tmp_path / "config"), [upstream_entry("u", "http://127.0.0.1:9")],
                                    plans=PLANS, billing=billing_section("http://127.0.0.1:9"))
@@ -71,7 +52,7 @@ async def test_kill_9_between_commit_and_reply_then_redelivery_credits_once(tmp_
                           CREEM_SECRET)
     env = {**os.environ, CREEM_KEY_ENV: CREEM_KEY, CREEM_SECRET_ENV: CREEM_SECRET, "BM_CONFIG": harness.config_dir}
     port = free_port()
-    proc = await _serve(["-c", _KILLING_SERVE], port, env)
+    proc = await serve_process(env["BM_CONFIG"], port, env=env, python_args=("-c", _KILLING_SERVE))
     try:
         async with aiohttp.ClientSession() as session:
             try:
@@ -89,7 +70,7 @@ async def test_kill_9_between_commit_and_reply_then_redelivery_credits_once(tmp_
     assert query(harness.db_path, "SELECT kind, creem_ref, amount_minor FROM billing_payments") == [
         ("charge", "tran_1", 3000)]
 
-    restarted = await _serve(["-m", "proxy"], port, env)
+    restarted = await serve_process(env["BM_CONFIG"], port, env=env)
     try:
         async with aiohttp.ClientSession() as session:
             async with session.post(f"http://127.0.0.1:{port}/api/billing/webhooks/creem", data=raw,

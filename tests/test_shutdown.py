@@ -6,8 +6,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 
 import aiohttp
@@ -15,27 +13,11 @@ import orjson
 
 from proxy.fake_upstream import start_fake_upstream
 
-from .gateway_harness import GatewayHarness, upstream_entry
+from .gateway_harness import GatewayHarness, serve_process, upstream_entry
 from .litellm_process import free_port
 
 CHAT = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 FLUSH_S = 0.1
-
-
-async def _serve(harness: GatewayHarness, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", harness.config_dir,
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):  # a process start has no event to await
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
-                        return proc
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError(proc.stderr.read().decode())
 
 
 async def _load_until(url: str, key: str, stop_after: int, action) -> list[float]:
@@ -84,7 +66,7 @@ async def _prepare(tmp_path):
 async def test_sigterm_under_load_keeps_a_row_for_every_answered_request(tmp_path):
     fake, harness = await _prepare(tmp_path)
     port = free_port()
-    proc = await _serve(harness, port)
+    proc = await serve_process(harness.config_dir, port)
     try:
         answered = await _load_until(f"http://127.0.0.1:{port}", harness.key, 300,
                                      lambda: proc.send_signal(signal.SIGTERM))
@@ -101,7 +83,7 @@ async def test_sigterm_under_load_keeps_a_row_for_every_answered_request(tmp_pat
 async def test_kill_9_loses_at_most_the_last_flush_interval(tmp_path):
     fake, harness = await _prepare(tmp_path)
     port = free_port()
-    proc = await _serve(harness, port)
+    proc = await serve_process(harness.config_dir, port)
     killed_at: list[float] = []
 
     def kill() -> None:
@@ -169,7 +151,7 @@ async def test_sigterm_with_the_disk_full_accounts_for_every_row_exactly(tmp_pat
     fake, harness = await _prepare(tmp_path)
     spill = spill_path_for(harness.db_path)
     port = free_port()
-    proc = await _serve(harness, port)
+    proc = await serve_process(harness.config_dir, port)
     url = f"http://127.0.0.1:{port}"
     try:
         before = await _load_n(url, harness.key, 200)
@@ -216,7 +198,7 @@ async def test_a_database_deleted_while_serving_loses_no_row_and_says_so(tmp_pat
     spill = spill_path_for(harness.db_path)
     keep = harness.db_path + ".keep"
     port = free_port()
-    proc = await _serve(harness, port)
+    proc = await serve_process(harness.config_dir, port)
     url = f"http://127.0.0.1:{port}"
     try:
         before = await _load_n(url, harness.key, 200)

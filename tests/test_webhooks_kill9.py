@@ -7,31 +7,14 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 
 import aiohttp
 
 from proxy.fake_upstream import start_fake_upstream
 
-from .gateway_harness import GatewayHarness, upstream_entry
+from .gateway_harness import GatewayHarness, serve_process, upstream_entry
 from .litellm_process import free_port
 from .test_webhooks_support import ADMIN_KEY, ENCRYPTION_KEY, YAML_SECRET, Receiver, verify, webhooks_section
-
-
-async def _serve(config_dir: str, port: int, env: dict) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", config_dir, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):  # a process start has no event to await
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
-                        return proc
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    proc.kill()
-    raise AssertionError(proc.stderr.read().decode())
 
 
 def _delivery_state(db_path: str) -> list[tuple]:
@@ -55,7 +38,7 @@ async def test_kill_9_mid_delivery_then_restart_delivers_the_event(tmp_path):
     env = {**os.environ, "BM_TEST_WEBHOOK_KEY": ENCRYPTION_KEY, "BM_TEST_ADMIN_KEY": ADMIN_KEY,
            "BM_TEST_YAML_SECRET": YAML_SECRET}
     port = free_port()
-    proc = await _serve(harness.config_dir, port, env)
+    proc = await serve_process(harness.config_dir, port, env=env)
     try:
         async with aiohttp.ClientSession() as session:
             async with session.post(f"http://127.0.0.1:{port}/api/keys", json={"name": "ci", "user_id": user_id},
@@ -66,7 +49,7 @@ async def test_kill_9_mid_delivery_then_restart_delivers_the_event(tmp_path):
         proc.wait(5)
         assert _delivery_state(harness.db_path) == [("pending", "key.created")]
         receiver.hold.set()
-        proc = await _serve(harness.config_dir, port, env)
+        proc = await serve_process(harness.config_dir, port, env=env)
         second = (await receiver.wait_for(2))[1]
         assert second.headers["webhook-id"] == first.headers["webhook-id"]
         assert verify(YAML_SECRET, second)["type"] == "key.created"
