@@ -46,6 +46,17 @@ async def creem():
     await fake.stop()
 
 
+async def sent_tests(receiver, n: int) -> list:
+    """The first `n` test sends the receiver got; the system endpoint shares it, and an
+    upstream.down of its own may arrive in between."""
+    count = n
+    while True:
+        sends = [r for r in await receiver.wait_for(count) if b'"webhook.test"' in r.body]
+        if len(sends) >= n:
+            return sends[:n]
+        count += 1
+
+
 @pytest.fixture
 async def receiver():
     hooks = await Receiver().start()
@@ -211,7 +222,7 @@ async def test_a_webhook_made_in_the_browser_shows_its_secret_once_and_its_test_
 
     await page.get_by_role("button", name=f"Send test to {hook_url}").click()
     await page.wait_for_url(gw.url + "/dashboard/settings/webhooks/*")
-    [got] = await receiver.wait_for(1)
+    [got] = await sent_tests(receiver, 1)
     assert got.headers["webhook-id"]
     table = page.locator("#deliveries-table")
     await _reload_until(page, table, "succeeded")
@@ -222,7 +233,7 @@ async def test_a_webhook_made_in_the_browser_shows_its_secret_once_and_its_test_
 
     # Retry sends it again: a second attempt, a second request at the receiver.
     await page.get_by_role("button", name=f"Retry delivery").click()
-    await receiver.wait_for(2)
+    await sent_tests(receiver, 2)
     await _reload_until(page, table.locator("td.num"), "2")
 
     # Disable says why; enable; delete.
