@@ -3,6 +3,7 @@ budget refusals per window, and rejected reloads per distinct bad content."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import orjson
@@ -111,4 +112,19 @@ async def test_a_rejected_reload_fires_once_per_distinct_bad_content(tmp_path, m
     finally:
         with open(config_file, "w", encoding="utf-8") as fh:
             fh.write(good)
+        await gw.stop()
+
+
+async def test_overlapping_flushes_write_each_queued_event_once(tmp_path, monkeypatch):
+    gw = await start_gateway(tmp_path, monkeypatch)
+    system = gw.app[WEBHOOKS].system
+    try:
+        await system.flush()
+        for n in range(5):
+            system.upstream_changed(f"u{n}", "unhealthy")
+        # The writer loop has been woken too: three flushes race it for one queue.
+        await asyncio.gather(system.flush(), system.flush(), system.flush())
+        fired = await _events(gw, "upstream.down")
+        assert [e["upstream"] for e in fired] == [f"u{n}" for n in range(5)]
+    finally:
         await gw.stop()

@@ -116,14 +116,22 @@ class Fleet:
 
 
 async def gone(pid: int, seconds: float = 10.0) -> None:
-    """Wait (bounded) until a killed process is dead: gone, or a zombie its parent has not reaped."""
+    """Wait (bounded) until a killed process has closed its files.
+
+    The leader thread turns zombie before the process's other threads have
+    exited, and the shared file table (the listening socket with it) is
+    released by the last of them: so wait until no thread but a zombie
+    leader is left.
+    """
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
+            threads = os.listdir(f"/proc/{pid}/task")
             with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-                if fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                    return
+                leader_dead = fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
         except FileNotFoundError:
+            return
+        if leader_dead and threads in ([], [str(pid)]):
             return
         await asyncio.sleep(0.01)  # no event tells another process's death
     raise AssertionError(f"process {pid} still alive {seconds}s after SIGKILL")

@@ -30,6 +30,9 @@ class SystemEvents:
         self._written = written
         self._queue: deque[tuple[str | None, str, dict, float]] = deque()
         self._wake = asyncio.Event()
+        # The writer loop and an explicit flush (shutdown, tests) may overlap:
+        # each must write and drop only what no other flush has taken.
+        self._flushing = asyncio.Lock()
         self._out_of_rotation: set[str] = set()
 
     # -- callbacks (synchronous, cheap) ---------------------------------------------
@@ -68,6 +71,10 @@ class SystemEvents:
                 self._wake.set()
 
     async def flush(self) -> None:
+        async with self._flushing:
+            await self._flush_queued()
+
+    async def _flush_queued(self) -> None:
         if not self._queue:
             return
         batch = list(self._queue)
