@@ -56,6 +56,9 @@ log = logging.getLogger("bluesminds.limits")
 REDIS_KEY_CLOCK = "redis-key"
 # Seconds a request waits for Redis before the worker treats it as down.
 SOCKET_TIMEOUT = 1.0
+# Waiting for a pooled connection is queueing behind this worker's own burst,
+# not an outage: a starved worker must not declare Redis down for it.
+POOL_WAIT = 5.0
 MAX_CONNECTIONS = 32
 _EPOCH = date(1970, 1, 1).toordinal()
 
@@ -166,7 +169,7 @@ class RedisLimiter:
         # A bounded pool that makes a burst wait for a connection: one admission
         # is one short script, so a few dozen connections carry thousands a second.
         pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, max_connections=MAX_CONNECTIONS, timeout=SOCKET_TIMEOUT,
+            self.url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT,
             socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
             decode_responses=True)
         self._client = aioredis.Redis(connection_pool=pool)
