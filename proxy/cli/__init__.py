@@ -1,4 +1,4 @@
-"""The `bluesminds` command: serve, demo, fake-upstream, check-config, and account tools.
+"""The `bluesminds` command: serve, demo, fake-upstream, check-config, import, and account tools.
 
 One module per family of commands; this one is the click group that holds them.
 """
@@ -10,6 +10,7 @@ import click
 from .accounts import keys, users
 from .check import check_config
 from .demo import demo
+from .import_litellm import import_group
 from .invoices import invoices
 from .serve import fake_upstream, serve
 from .usage import usage
@@ -21,7 +22,8 @@ def main() -> None:
     """BluesMinds: one OpenAI-compatible API in front of your LiteLLM servers."""
 
 
-for command in (check_config, serve, demo, fake_upstream, users, keys, usage, invoices):
+for command in (check_config, serve, demo, fake_upstream, users, keys, usage, invoices,
+                import_group):
     main.add_command(command)
 
 __all__ = ["main"]
