@@ -1,4 +1,4 @@
-"""The `bluesminds` command: serve, demo, fake-upstream, check-config, import, and account tools.
+"""The `bluesminds` command: serve, demo, fake-upstream, check-config, import, backup, and account tools.
 
 One module per family of commands; this one is the click group that holds them.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from .accounts import keys, users
+from .backup import backup
 from .check import check_config
 from .demo import demo
 from .import_litellm import import_group
@@ -23,7 +24,7 @@ def main() -> None:
 
 
 for command in (check_config, serve, demo, fake_upstream, users, keys, usage, invoices,
-                import_group):
+                import_group, backup):
     main.add_command(command)
 
 __all__ = ["main"]
