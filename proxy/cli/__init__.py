@@ -1,4 +1,4 @@
-"""The `bluesminds` command: serve, demo, fake-upstream, check-config, and account tools.
+"""The `bluesminds` command: serve, demo, fake-upstream, check-config, import, backup, and account tools.
 
 One module per family of commands; this one is the click group that holds them.
 """
@@ -8,8 +8,10 @@ from __future__ import annotations
 import click
 
 from .accounts import keys, users
+from .backup import backup
 from .check import check_config
 from .demo import demo
+from .import_litellm import import_group
 from .invoices import invoices
 from .serve import fake_upstream, serve
 from .usage import usage
@@ -21,7 +23,8 @@ def main() -> None:
     """BluesMinds: one OpenAI-compatible API in front of your LiteLLM servers."""
 
 
-for command in (check_config, serve, demo, fake_upstream, users, keys, usage, invoices):
+for command in (check_config, serve, demo, fake_upstream, users, keys, usage, invoices,
+                import_group, backup):
     main.add_command(command)
 
 __all__ = ["main"]
