@@ -13,6 +13,7 @@ from .demo import demo
 from .invoices import invoices
 from .serve import fake_upstream, serve
 from .usage import usage
+from ..openapi.cli import openapi_command
 
 
 @click.group()
@@ -21,7 +22,7 @@ def main() -> None:
     """BluesMinds: one OpenAI-compatible API in front of your LiteLLM servers."""
 
 
-for command in (check_config, serve, demo, fake_upstream, users, keys, usage, invoices):
+for command in (check_config, serve, demo, fake_upstream, users, keys, usage, invoices, openapi_command):
     main.add_command(command)
 
 __all__ = ["main"]
