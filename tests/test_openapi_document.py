@@ -133,3 +133,14 @@ def test_cli_prints_the_served_document():
     printed = json.loads(result.output)
     validate_spec(printed)
     assert printed["paths"].keys() == build_document()["paths"].keys()
+
+
+def test_the_reference_page_lists_each_routes_fields():
+    from proxy.openapi.routes import view
+    components = build_document()["components"]["schemas"]
+    views = {(v["route"].method, v["route"].path): v for v in (view(r, components) for r in ROUTES)}
+    fields = {f["name"]: f for f in views[("PATCH", "/api/keys/{id}")]["fields"]}
+    assert fields["name"] == {"name": "name", "type": "string", "required": False, "about": ""}
+    assert [f["name"] for f in views[("GET", "/api/admin/users")]["query"]] == [
+        "after", "limit", "email", "plan", "role", "disabled"]
+    assert "url" in {f["name"] for f in views[("POST", "/api/admin/servers")]["fields"]}

@@ -53,7 +53,8 @@ def _fields(components: dict[str, Any], name: str | None) -> list[dict[str, Any]
     out = []
     for field, spec in schema.get("properties", {}).items():
         if "$ref" in spec:
-            spec = {**resolve(components, spec["$ref"].removeprefix("#/components/schemas/")), **spec}
+            component, _, pointer = spec["$ref"].removeprefix("#/components/schemas/").partition("/")
+            spec = {**resolve(components, f"{component}#/{pointer}"), **spec}
         kind = spec.get("type") or ("one of " + ", ".join(map(str, spec["enum"])) if "enum" in spec else "")
         out.append({"name": field, "type": " | ".join(kind) if isinstance(kind, list) else kind,
                     "required": field in required,
