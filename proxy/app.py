@@ -18,7 +18,7 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from . import access_log, dashboard, limits, metrics
+from . import access_log, dashboard, limits, metrics, openapi
 from .appkeys import BALANCER, CLOCK, CONFIG, HEALTH, RETRY_BUDGET, STORE, TRANSPORT
 from .auth.management import guard_admin_path, require_admin
 from .auth import setup as auth_setup
@@ -188,6 +188,7 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     admin_routes.setup(app)
     usage_routes.setup(app)
     webhooks_routes.setup(app)
+    openapi.setup(app)  # before the dashboard's catch-all
     dashboard.setup(app)
     app.router.add_get("/healthz", healthz)
     return app

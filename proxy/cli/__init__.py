@@ -15,6 +15,7 @@ from .import_litellm import import_group
 from .invoices import invoices
 from .serve import fake_upstream, serve
 from .usage import usage
+from ..openapi.cli import openapi_command
 
 
 @click.group()
@@ -24,7 +25,7 @@ def main() -> None:
 
 
 for command in (check_config, serve, demo, fake_upstream, users, keys, usage, invoices,
-                import_group, backup):
+                import_group, backup, openapi_command):
     main.add_command(command)
 
 __all__ = ["main"]

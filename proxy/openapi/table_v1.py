@@ -1,0 +1,145 @@
+"""The OpenAI-compatible routes (/v1), each also served under /api/v1 and at the root."""
+
+from __future__ import annotations
+
+from ..routes.openai_api import PREFIXES
+from .entry import Error, Route, listing, obj
+
+# Every /v1 answer may carry these, and every refusal uses the OpenAI error shape.
+V1_HEADERS = ("x-request-id", "x-bluesminds-upstream", "x-ratelimit-limit-requests",
+              "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
+              "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+V1_ERRORS = (
+    Error(400, "missing_required_parameter", "a field the route needs is absent (`param` names it)"),
+    Error(401, "invalid_api_key", "no key, an unknown, revoked or expired key"),
+    Error(403, "insufficient_scope", "the key lacks the route's scope"),
+    Error(403, "model_not_allowed", "the key's or the plan's model list excludes the model"),
+    Error(404, "model_not_found", "the model is not one this gateway serves"),
+    Error(413, "request_too_large", "the body is over `server.max_body`"),
+    Error(429, "rate_limit_exceeded", "rpm, tpm or concurrency; Retry-After says when to retry"),
+    Error(429, "insufficient_quota", "a daily or monthly quota or the monthly budget is used up"),
+    Error(502, "upstream_bad_response", "every upstream answered something that is not this API's answer"),
+    Error(503, "no_healthy_upstream", "no upstream serving the model is healthy"),
+    Error(503, "limits_unavailable", "the shared limiter (Redis) is unreachable and the caller has a quota"),
+    Error(504, "upstream_timeout", "the upstream did not answer within its timeouts"),
+)
+_ALIASES = tuple(prefix for prefix in PREFIXES if prefix != "/v1")
+_USAGE = obj(prompt_tokens="integer", completion_tokens="integer", total_tokens="integer")
+
+
+def _v1(method: str, tail: str, summary: str, scope: str, **extra) -> Route:
+    return Route(method=method, path="/v1" + tail, summary=summary, auth="api_key", family="OpenAI-compatible",
+                 aliases=tuple(prefix + tail for prefix in _ALIASES), headers=V1_HEADERS,
+                 errors=V1_ERRORS + extra.pop("errors", ()),
+                 description=f"Needs the key scope `{scope}`. " + extra.pop("description", ""), **extra)
+
+
+_CHAT_ANSWER = {"id": "chatcmpl-9f2c", "object": "chat.completion", "created": 1773576000, "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}}
+_MODEL = obj(("id", "object"), id="string", object={"const": "model"}, created="integer", owned_by="string")
+_STREAMS = "With `\"stream\": true` the answer is `text/event-stream`. "
+
+ROUTES = (
+    _v1("POST", "/chat/completions", "Create a chat completion", "chat", body="v1.chat",
+        description=_STREAMS + "Data-only SSE ending in `data: [DONE]`.",
+        response=obj(("id", "choices"), id="string", object="string", model="string",
+                     choices={"type": "array"}, usage=_USAGE),
+        example_request={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
+        example_response=_CHAT_ANSWER),
+    _v1("POST", "/completions", "Create a text completion", "completions", body="v1.completions",
+        description=_STREAMS, response=obj(("choices",), id="string", choices={"type": "array"}, usage=_USAGE),
+        example_request={"model": "gpt-4o-mini", "prompt": "Say hi", "max_tokens": 5},
+        example_response={"id": "cmpl-1", "object": "text_completion", "model": "gpt-4o-mini",
+                          "choices": [{"index": 0, "text": "Hi!", "finish_reason": "stop"}],
+                          "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}}),
+    _v1("POST", "/embeddings", "Create embeddings", "embeddings", body="v1.embeddings",
+        description="Embeddings cannot be streamed.",
+        response=listing(obj(("embedding",), embedding={"type": ["array", "string"]}, index="integer"),
+                         usage=_USAGE),
+        example_request={"model": "text-embedding-3-small", "input": "The quick brown fox"},
+        example_response={"object": "list", "data": [{"object": "embedding", "index": 0,
+                                                      "embedding": [0.012, -0.034]}],
+                          "model": "text-embedding-3-small",
+                          "usage": {"prompt_tokens": 4, "completion_tokens": 0, "total_tokens": 4}}),
+    _v1("POST", "/responses", "Create a model response (Responses API)", "responses", body="v1.responses",
+        description=_STREAMS + "Typed events ending in `response.completed`, `response.failed` or "
+                    "`response.incomplete`. A stored response lives on the upstream that made it.",
+        errors=(Error(404, "previous_response_not_found", "`previous_response_id` is not one of this account's"),),
+        response=obj(("id", "object"), id="string", object={"const": "response"}, status="string",
+                     output={"type": "array"}, usage={"type": "object"}),
+        example_request={"model": "gpt-4o-mini", "input": "Write a haiku about the sea."},
+        example_response={"id": "resp_67ccd2bed1ec", "object": "response", "status": "completed",
+                          "model": "gpt-4o-mini", "output": [], "usage": {"input_tokens": 8, "output_tokens": 17,
+                                                                            "total_tokens": 25}}),
+    _v1("POST", "/responses/compact", "Compact a conversation (Responses API)", "responses",
+        body="v1.responses_compact", response=obj(("object",), object="string", output={"type": "array"}),
+        example_request={"model": "gpt-4o-mini", "input": [{"role": "user", "content": "Hi"}]},
+        example_response={"object": "response.compaction", "output": []}),
+    _v1("POST", "/responses/input_tokens", "Count a response's input tokens", "responses",
+        body="v1.responses_input_tokens", response=obj(("input_tokens",), object="string", input_tokens="integer"),
+        example_request={"model": "gpt-4o-mini", "input": "How many tokens is this?"},
+        example_response={"object": "response.input_tokens", "input_tokens": 7}),
+    _v1("GET", "/responses/{response_id}", "Retrieve a stored response", "responses",
+        description="Sent to the upstream that created it; another account's response is a 404.",
+        errors=(Error(404, "not_found", "no response with this id belongs to the caller"),),
+        response=obj(("id", "object"), id="string", object={"const": "response"}, status="string"),
+        example_response={"id": "resp_67ccd2bed1ec", "object": "response", "status": "completed"}),
+    _v1("DELETE", "/responses/{response_id}", "Delete a stored response", "responses",
+        errors=(Error(404, "not_found", "no response with this id belongs to the caller"),),
+        response=obj(("id", "deleted"), id="string", object="string", deleted="boolean"),
+        example_response={"id": "resp_67ccd2bed1ec", "object": "response.deleted", "deleted": True}),
+    _v1("POST", "/responses/{response_id}/cancel", "Cancel a background response", "responses",
+        errors=(Error(404, "not_found", "no response with this id belongs to the caller"),),
+        response=obj(("id", "status"), id="string", object="string", status="string"),
+        example_response={"id": "resp_67ccd2bed1ec", "object": "response", "status": "cancelled"}),
+    _v1("GET", "/responses/{response_id}/input_items", "List a stored response's input items", "responses",
+        errors=(Error(404, "not_found", "no response with this id belongs to the caller"),),
+        response=listing({"type": "object"}, has_more="boolean"),
+        example_response={"object": "list", "data": [{"type": "message", "role": "user", "content": "Hi"}],
+                          "has_more": False}),
+    _v1("POST", "/messages", "Create a message (Anthropic Messages API)", "messages", body="v1.messages",
+        description="Takes `x-api-key` or `Authorization: Bearer`; errors use Anthropic's shape "
+                    "`{\"type\": \"error\", \"error\": {\"type\", \"message\"}}`. " + _STREAMS
+                    + "Anthropic's named events.",
+        response=obj(("id", "content"), id="string", type={"const": "message"}, role="string",
+                     content={"type": "array"}, usage={"type": "object"}),
+        example_request={"model": "gpt-4o-mini", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]},
+        example_response={"id": "msg_01", "type": "message", "role": "assistant",
+                          "content": [{"type": "text", "text": "Hello!"}], "stop_reason": "end_turn",
+                          "usage": {"input_tokens": 9, "output_tokens": 2}}),
+    _v1("POST", "/messages/count_tokens", "Count a message's tokens (Anthropic)", "messages",
+        body="v1.messages_count_tokens", response=obj(("input_tokens",), input_tokens="integer"),
+        example_request={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
+        example_response={"input_tokens": 9}),
+    _v1("POST", "/moderations", "Classify text for moderation", "moderations", body="v1.moderations",
+        response=obj(("results",), id="string", model="string", results={"type": "array"}),
+        example_request={"model": "omni-moderation-latest", "input": "I like turtles."},
+        example_response={"id": "modr-1", "model": "omni-moderation-latest",
+                          "results": [{"flagged": False, "categories": {}, "category_scores": {}}]}),
+    _v1("POST", "/images/generations", "Generate images", "images", body="v1.images",
+        response=obj(("data",), created="integer", data={"type": "array"}),
+        example_request={"model": "gpt-image-1", "prompt": "A lighthouse at dusk", "n": 1},
+        example_response={"created": 1773576000, "data": [{"b64_json": "iVBORw0KGgo="}]}),
+    _v1("POST", "/rerank", "Rerank documents against a query", "rerank", body="v1.rerank",
+        response=obj(("results",), results={"type": "array"}),
+        example_request={"model": "rerank-english-v3.0", "query": "capital of France",
+                         "documents": ["Paris is in France.", "Berlin is in Germany."]},
+        example_response={"results": [{"index": 0, "relevance_score": 0.98}, {"index": 1, "relevance_score": 0.02}]}),
+    _v1("POST", "/audio/speech", "Turn text into speech", "audio", body="v1.audio_speech",
+        content_type="audio/mpeg", response={"type": "string", "contentMediaType": "audio/*"},
+        description="The answer is the upstream's audio bytes, relayed as they come.",
+        example_request={"model": "tts-1", "input": "Hello there", "voice": "alloy"}),
+    _v1("POST", "/audio/transcriptions", "Transcribe audio", "audio", body="v1.audio_upload",
+        description="A `multipart/form-data` upload, streamed to the upstream.",
+        response=obj(("text",), text="string"), example_response={"text": "Hello there."}),
+    _v1("POST", "/audio/translations", "Translate audio into English", "audio", body="v1.audio_upload",
+        description="A `multipart/form-data` upload, streamed to the upstream.",
+        response=obj(("text",), text="string"), example_response={"text": "Hello there."}),
+    _v1("GET", "/models", "List the models this key may use", "models", response=listing(_MODEL),
+        example_response={"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model",
+                                                      "created": 1700000000, "owned_by": "bluesminds"}]}),
+    _v1("GET", "/models/{model}", "Retrieve a model", "models", response=_MODEL,
+        example_response={"id": "gpt-4o-mini", "object": "model", "created": 1700000000, "owned_by": "bluesminds"}),
+)
