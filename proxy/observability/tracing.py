@@ -117,7 +117,8 @@ class Tracer:
             except Exception as exc:
                 # A failure before any byte is carried out as an exception around the error.
                 inner = exc.args[0] if exc.args else exc
-                span.set_attributes({"bluesminds.outcome": type(inner).__name__})
+                span.set_attributes({"bluesminds.outcome": type(inner).__name__,
+                                     "error.type": getattr(inner, "code", None) or type(inner).__name__})
                 span.set_status(self._error)
                 raise
             status = getattr(result, "status", None)
