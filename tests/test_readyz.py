@@ -56,6 +56,7 @@ async def test_not_ready_while_the_database_refuses_writes(tmp_path, fake):
     harness = await GatewayHarness.write(str(tmp_path / "c"), [upstream_entry("a", fake.url)]).start()
     keep = harness.db_path + ".keep"
     try:
+        assert await chat(harness) == 200  # the key is checked and cached while the file is there
         os.link(harness.db_path, keep)  # the same inode, to put back below
         os.remove(harness.db_path)
         assert await chat(harness) == 200  # its usage row is the write that finds the file gone
