@@ -35,7 +35,8 @@ from .routing.health import HealthMonitor
 from .routing.retry import RetryBudget
 from .store import Database
 from .upstream.forward import Forwarder
-from .appkeys import FORWARDER
+from .appkeys import FORWARDER, TRACER
+from .observability import logs, probes, tracing
 from .upstream.http1 import ConnectionPool
 from .usage import quota_totals
 from .usage import recorder as usage_recorder
@@ -138,7 +139,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = ConnectionPool(max_body=holder.current.server.max_upstream_body_bytes)
     holder.subscribe(on_reload)
     app[TRANSPORT] = pool
-    app[FORWARDER] = Forwarder(pool, balancer, health, app[RETRY_BUDGET])
+    app[FORWARDER] = Forwarder(pool, balancer, health, app[RETRY_BUDGET], tracer=app[TRACER])
     yield
     await pool.aclose()
 
@@ -179,6 +180,8 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     app.cleanup_ctx.append(_probes_ctx)
     if watch:
         watcher.setup(app)
+    logs.setup(app)
+    tracing.setup(app)
 
     cors.setup(app)
     openai_api.setup(app)
@@ -190,15 +193,5 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     webhooks_routes.setup(app)
     openapi.setup(app)  # before the dashboard's catch-all
     dashboard.setup(app)
-    app.router.add_get("/healthz", healthz)
+    probes.setup(app)
     return app
-
-
-async def healthz(request: web.Request) -> web.Response:
-    holder = request.app[CONFIG]
-    problem = request.app[STORE].problem if STORE in request.app else None
-    if problem is not None:
-        # Serving, but losing data at exit unless an operator acts: not healthy.
-        return web.json_response({"status": "degraded", "config_version": holder.version,
-                                  "store": problem}, status=503)
-    return web.json_response({"status": "ok", "config_version": holder.version})

@@ -78,3 +78,7 @@ SERVERS_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("admin_servers_lock", asynci
 
 # -- outbound webhooks -------------------------------------------------------------
 WEBHOOKS: web.AppKey["Webhooks"] = web.AppKey("webhooks", object)
+
+# -- observability -------------------------------------------------------------
+# The request tracer (proxy/observability/tracing.py); None while traces are off.
+TRACER: web.AppKey[object] = web.AppKey("tracer", object)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import os
 import socket
 import sqlite3
@@ -17,9 +16,11 @@ def default_config() -> str:
     return os.environ.get("BLUESMINDS_CONFIG", "config")
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """`fmt` is server.log_format: text or json (proxy/observability/logs.py)."""
+    from ..observability.logs import configure
+
+    configure(level, fmt)
 
 
 def use_uvloop() -> None:

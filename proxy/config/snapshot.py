@@ -64,6 +64,8 @@ class ServerSettings:
     max_upstream_body_bytes: int = 256 * 1024 * 1024
     log_level: str = "info"
     access_log: bool = True
+    log_format: str = "text"  # text | json (proxy/observability/logs.py)
+    tracing: bool = False  # OpenTelemetry; OTEL_* variables can turn it on too (observability/tracing.py)
     # Base URL the dashboard/CORS checks treat as same-origin; None = the Host header.
     public_url: str | None = None
     # Networks (ipaddress objects) whose X-Forwarded-For is believed; empty = none is.

@@ -47,6 +47,7 @@ def account(call: Call, status: int, *, tokens: Tokens | None = None, estimated:
         prompt, completion, cached = tokens[:3]
         if len(tokens) > 3:
             reasoning = tokens[3]
+        call.tokens = (prompt, completion)
     # The plan's overage price for the model when it has one, else the model's own.
     pricing = (call.plan.price.pricing_for(call.model) if call.plan else call.model.pricing) \
         if call.model else None

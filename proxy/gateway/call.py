@@ -18,7 +18,7 @@ class Call:
 
     __slots__ = ("app", "snapshot", "family", "request_id", "started", "parsed", "principal",
                  "model", "plan", "reservation", "rl_headers", "upstream", "ttfb", "accounted",
-                 "prompt_estimate")
+                 "prompt_estimate", "tokens", "tracer")
 
     def __init__(self, app: web.Application, snapshot: "Snapshot", family: "Family", request_id: str) -> None:
         self.app = app
@@ -36,6 +36,8 @@ class Call:
         self.ttfb: float | None = None
         self.accounted = False
         self.prompt_estimate = 0  # counted once at admission; reused when upstream reports no usage
+        self.tokens: tuple[int, int] | None = None  # (prompt, completion) as accounted
+        self.tracer = None  # proxy/observability/tracing.py; None while traces are off
 
     @property
     def route(self) -> str:

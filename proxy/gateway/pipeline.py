@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from .. import access_log
-from ..appkeys import CONFIG, FORWARDER, REQUEST_IDS
+from ..appkeys import CONFIG, FORWARDER, REQUEST_IDS, TRACER
 from ..bodies import read_body
 from ..errors import GatewayError, UpstreamClientError
 from .accounting import account
@@ -34,14 +34,44 @@ def request_id_of(request: web.Request) -> str:
 async def handle(request: web.Request, family: Family) -> web.StreamResponse:
     app = request.app
     call = Call(app, app[CONFIG].current, family, request_id_of(request))
+    tracer = call.tracer = app[TRACER]
+    if tracer is not None:
+        return await _traced(request, call, tracer)
     try:
         return await _run(request, call)
     finally:
-        # The middleware writes the one access line per request; these are the pipeline's fields.
-        parsed = call.parsed
-        access_log.note(request, id=call.request_id,
-                        model=call.model.name if call.model else (parsed.model if parsed else None),
-                        upstream=call.upstream)
+        _note(request, call)
+
+
+async def _traced(request: web.Request, call: Call, tracer) -> web.StreamResponse:
+    with tracer.request(request, call.route) as span:
+        status = 500  # what the middleware answers for an exception that escapes
+        try:
+            response = await _run(request, call)
+            status = response.status
+            return response
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        finally:
+            tracer.finish_request(span, call, status)
+            _note(request, call)
+
+
+def _note(request: web.Request, call: Call) -> None:
+    # The middleware writes the one access line per request; these are the pipeline's fields.
+    parsed = call.parsed
+    access_log.note(request, id=call.request_id,
+                    model=call.model.name if call.model else (parsed.model if parsed else None),
+                    upstream=call.upstream)
+    if call.snapshot.server.log_format == "json":
+        principal = call.principal
+        tokens = call.tokens
+        access_log.detail(request, route=call.route,
+                          account_id=principal.user_id if principal is not None else None,
+                          key_id=principal.key_id if principal is not None else None,
+                          prompt_tokens=tokens[0] if tokens else None,
+                          completion_tokens=tokens[1] if tokens else None)
 
 
 async def _run(request: web.Request, call: Call) -> web.StreamResponse:
@@ -53,14 +83,21 @@ async def _run(request: web.Request, call: Call) -> web.StreamResponse:
         else:
             raw = await read_body(request, call.snapshot.server)
             call.parsed = parse_request(family, raw)
-        await admit(request, call)
+        if call.tracer is None:
+            await admit(request, call)
+        else:
+            with call.tracer.step("admission"):
+                await admit(request, call)
         if family.forward is not None:
             reply = await family.forward(call)
         else:
             reply = await app[FORWARDER].send(call.snapshot, call.model, call.parsed, call.request_id, family)
         call.upstream = reply.upstream.name
         if call.parsed.stream:
-            return await stream(request, call, reply)
+            if call.tracer is None:
+                return await stream(request, call, reply)
+            with call.tracer.step("stream"):
+                return await stream(request, call, reply)
         return complete(call, reply)
     except GatewayError as exc:
         # The usage row and the access line name the upstream that answered, when one did.

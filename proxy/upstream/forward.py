@@ -145,7 +145,8 @@ class _Moveable(Exception):
 
 class Forwarder:
     def __init__(self, pool: ConnectionPool, balancer: Balancer, health: HealthMonitor,
-                 budget: RetryBudget) -> None:
+                 budget: RetryBudget, *, tracer=None) -> None:
+        self.tracer = tracer  # proxy/observability/tracing.py; None: traces are off
         self.balancer = balancer
         self.health = health
         self.budget = budget
@@ -279,7 +280,10 @@ class Forwarder:
 
     async def _attempt(self, upstream: UpstreamConfig, model: ModelConfig, path: bytes, body: bytes,
                        stream: bool, request_id: str, family: "Family",
-                       method: bytes = b"POST") -> UpstreamReply | GatewayError:
+                       method: bytes = b"POST", *, trace_headers: bytes | None = None) -> UpstreamReply | GatewayError:
+        if trace_headers is None and self.tracer is not None:
+            return await self.tracer.attempt(self._attempt, upstream, model, path, body, stream, request_id,
+                                             family, method)
         t = upstream.timeouts
         deadline = asyncio.get_running_loop().time() + t.total  # the whole answer, in loop time
         name = upstream.name
@@ -288,6 +292,8 @@ class Forwarder:
         handed_over = False  # an open stream now belongs to the UpstreamReply
         try:
             headers = self._headers_for(upstream, body) + b"x-request-id: " + request_id.encode() + b"\r\n"
+            if trace_headers:
+                headers += trace_headers
             try:
                 response = await self.pool.request(self.pool.target(upstream.url), path, headers, body,
                                                    connect_timeout=t.connect, read_timeout=t.first_byte,
