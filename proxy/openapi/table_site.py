@@ -19,6 +19,19 @@ ROUTES = (
           errors=(Error(503, "degraded", "the database file is gone or unwritable; usage rows are kept to spill"),),
           response=obj(("status",), status={"enum": ["ok", "degraded"]}, config_version="integer"),
           example_response={"status": "ok", "config_version": 3}),
+    Route(method="GET", path="/readyz",
+          summary="Readiness: 200 while this process can serve, else 503 with every reason",
+          auth="none", family="Operations",
+          description="For load balancers and Kubernetes readiness probes: no auth, no database access. "
+                      "Not ready while the database refuses writes or the usage queue is over its bound, "
+                      "while a configured shared limiter (Redis) is not up, or while no enabled upstream "
+                      "is healthy.",
+          status=200,
+          errors=(Error(503, "not_ready", "the database, the shared limiter or every upstream is unavailable; "
+                                         "`reasons` lists each"),),
+          response=obj(("status",), status={"enum": ["ready", "not_ready"]},
+                       reasons={"type": "array", "items": {"type": "string"}}),
+          example_response={"status": "ready"}),
     Route(method="GET", path="/metrics", summary="Prometheus metrics", auth="metrics", family="Operations",
           content_type="text/plain", response={"type": "string"},
           example_response="# TYPE bluesminds_requests_total counter\n"),
