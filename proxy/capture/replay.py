@@ -14,6 +14,7 @@ through the whole /v1 pipeline as its owner.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ from ..gateway.pipeline import replay as run_replay
 from .reads import replay_row_id
 
 CACHE_HEADER = "x-bluesminds-cache"
+FLUSH_WAIT = 10.0  # seconds
 # Credentials of the caller (a session or the admin key) never reach the pipeline:
 # the replay runs as the owner, whoever asked for it.
 _DROPPED = ("authorization", "cookie", "x-api-key", "content-length", CACHE_HEADER, "cache-control")
@@ -94,7 +96,11 @@ async def replay(request: web.Request, row: dict[str, Any], capture: dict[str, A
     started = request.app[CLOCK]()
     answer = await run_replay(replay_request(request), family, raw, principal, usage_id)
     request_id = answer.headers.get("x-request-id")
-    await request.app[USAGE].flush()
+    try:
+        # The new row's id is known once its batch is written (one flush interval).
+        await asyncio.wait_for(request.app[USAGE].flush(), FLUSH_WAIT)
+    except TimeoutError:
+        pass  # the database is struggling: answer without the id rather than hang
     new_id = await request.app[STORE].read(
         lambda conn: replay_row_id(conn, principal.user_id, started, request_id))
     headers = {k: v for k, v in answer.headers.items() if k.lower().startswith("x-ratelimit-")}
