@@ -57,7 +57,7 @@ def generated(lo: int, hi: int, total: int):
         yield (START + i * span, f"req_{i}", user, key, "chat", "m", MODELS[(h >> 7) % len(MODELS)],
                None if status == 429 else "a", status, None, prompt, completion, prompt + completion,
                None, False, False, (prompt * 2.5 + completion * 10.0) / 1_000_000,
-               5.0 + (h >> 3) % 60_000 / 2.0, None, False)
+               5.0 + (h >> 3) % 60_000 / 2.0, None, False, None, None)
 
 
 def build(config_dir: Path, rows: int) -> None:

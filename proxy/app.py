@@ -40,6 +40,7 @@ from .observability import logs, probes, tracing
 from .upstream.http1 import ConnectionPool
 from .usage import quota_totals
 from .usage import recorder as usage_recorder
+from .capture import lifecycle as capture_lifecycle
 from .webhooks import lifecycle as webhooks_lifecycle
 from .webhooks import routes as webhooks_routes
 
@@ -173,6 +174,7 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     app.cleanup_ctx.append(_upstream_ctx)
     metrics.setup(app)
     usage_recorder.setup(app)
+    capture_lifecycle.setup(app)  # its batch hook joins the recorder; its sweep stops before it
     response_ids.setup(app)
     auth_setup(app)
     webhooks_lifecycle.setup(app)

@@ -22,7 +22,7 @@ CASES = {
     "top_level_list.yaml": "1: top level must be a mapping of sections",
     "unknown_section.yaml": "7: unknown section 'caching' (known: server, database, admin, auth, "
                             "health, retry, upstreams, models, plans, routing, upstream_overrides, webhooks, billing, "
-                            "limits)",
+                            "limits, capture)",
     "limits_backend.yaml": "2: limits.backend: 'redis:/127.0.0.1' does not have the expected format "
                            "(memory, or redis://host:port/db)",
     "limits_hold_ttl.yaml": "3: limits.hold_ttl: must be at least 300ms",

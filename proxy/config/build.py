@@ -22,6 +22,7 @@ from .snapshot import (
 )
 from .source import ConfigError, ConfigProblem, Source, managed_file_for, read_source
 from ..billing.money import BadAmount, to_nano
+from ..capture.settings import build_capture
 from .units import parse_duration, parse_size
 from .urls import BadURL, normalise_upstream_url
 
@@ -102,6 +103,8 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
     routing = _build_routing(b, d.get("routing") or [], by_name)
     webhooks = build_webhooks(b, d.get("webhooks") or {})
     billing = build_billing(b, d.get("billing") or {})
+    capture = build_capture(d.get("capture") or {}, lambda path, message, value: b.problem(path, message, value, True),
+                            frozenset(plans))
 
     if b.problems:
         raise ConfigError(b.problems)
@@ -110,6 +113,7 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
         upstreams=tuple(upstreams), models=models, plans=plans, routing=tuple(routing), limits=limits,
         billing=billing, model_lookup=model_lookup, upstream_by_name=by_name, digest=digest_of(source),
         files=tuple(source.files), managed_file=managed_file_for(path), webhooks=webhooks,
+        capture=capture,
     )
     return snapshot, b.warnings
 

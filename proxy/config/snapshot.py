@@ -300,6 +300,12 @@ class LimitsSettings:
         return self.backend != "memory"
 
 
+def _capture_defaults() -> "CaptureSettings":
+    # Imported here: the capture package imports the config, not the other way round.
+    from ..capture.settings import CaptureSettings
+    return CaptureSettings()
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     server: ServerSettings
@@ -321,6 +327,7 @@ class Snapshot:
     files: tuple[str, ...] = ()
     managed_file: str | None = None
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    capture: "CaptureSettings" = field(default_factory=_capture_defaults)
 
     def __post_init__(self) -> None:
         # Shared by every request in flight: a frozen dataclass holding a plain

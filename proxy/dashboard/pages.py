@@ -7,7 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ..appkeys import STORE
 from ..auth.management import Caller, identify, now_of, snapshot_of
+from ..capture.reads import captures_of
 from ..auth.users import plan_for
 from ..errors import AuthenticationFailed
 from ..billing import routes as billing_routes
@@ -171,12 +173,16 @@ async def logs_page(request: web.Request, caller: Caller) -> web.Response:
     found = await api.get(request, usage_routes.usage_logs, "/api/usage/logs", filters)
     keys, names = await _key_names(request)
     rows = [{"cells": log_cells(entry, names), "entry": entry} for entry in found["data"]]
+    # The page's captured bodies in one read by primary key (the API twin of each is
+    # GET /api/usage/logs/{id}); the rows are already limited to what the caller may see.
+    ids = [entry["id"] for entry in found["data"]]
+    captured = await request.app[STORE].read(lambda conn: captures_of(conn, ids))
     older = None
     if found["has_more"]:
         older = {**{k: v for k, v in filters.items() if k != "cursor"}, "cursor": found["next_cursor"]}
     models = sorted(snapshot_of(request).models)
     return render(request, "logs.html", caller=caller, title="Logs", rows=rows, filters=filters,
-                  headers=LOG_HEADERS, older=older, keys=keys, models=models,
+                  headers=LOG_HEADERS, older=older, keys=keys, models=models, captured=captured,
                   export={k: v for k, v in filters.items() if k not in ("cursor", "limit")})
 
 

@@ -67,8 +67,11 @@ def account(call: Call, status: int, *, tokens: Tokens | None = None, estimated:
         metrics.observe_tokens(label, prompt, completion)
     principal = call.principal
     if principal is not None:
+        now = app[CLOCK]()
+        # Redacted and bounded here, before the row enters a queue that can reach disk.
+        captured = call.capture.finish(int(now)) if call.capture is not None else None
         app[USAGE].record(UsageRecord(
-            ts=app[CLOCK](), request_id=call.request_id, user_id=principal.user_id,
+            ts=now, request_id=call.request_id, user_id=principal.user_id,
             key_id=principal.key_id, route=call.route,
             requested_model=parsed.model if parsed else "",
             served_model=model_name, upstream=call.upstream, status=status, error_type=error_type,
@@ -76,4 +79,4 @@ def account(call: Call, status: int, *, tokens: Tokens | None = None, estimated:
             cached_tokens=cached, reasoning_tokens=reasoning, estimated=estimated, partial=partial, cost_nano=cost,
             latency_ms=latency * 1000.0,
             ttfb_ms=None if call.ttfb is None else call.ttfb * 1000.0,
-            stream=bool(parsed and parsed.stream)))
+            stream=bool(parsed and parsed.stream), replay_of=call.replay_of, capture=captured))

@@ -18,7 +18,7 @@ class Call:
 
     __slots__ = ("app", "snapshot", "family", "request_id", "started", "parsed", "principal",
                  "model", "plan", "reservation", "rl_headers", "upstream", "ttfb", "accounted",
-                 "prompt_estimate", "tokens", "tracer")
+                 "prompt_estimate", "tokens", "tracer", "capture", "replay_of")
 
     def __init__(self, app: web.Application, snapshot: "Snapshot", family: "Family", request_id: str) -> None:
         self.app = app
@@ -38,6 +38,8 @@ class Call:
         self.prompt_estimate = 0  # counted once at admission; reused when upstream reports no usage
         self.tokens: tuple[int, int] | None = None  # (prompt, completion) as accounted
         self.tracer = None  # proxy/observability/tracing.py; None while traces are off
+        self.capture = None  # proxy/capture/draft.py Draft, when this request's bodies are captured
+        self.replay_of: int | None = None  # the usage row this request replays
 
     @property
     def route(self) -> str:

@@ -25,6 +25,7 @@ from .families import Family
 from .intake import parse_request
 from .relay import complete, stream
 from .scrub import scrub_client_error
+from ..capture.draft import start as start_capture
 
 
 def request_id_of(request: web.Request) -> str:
@@ -78,7 +79,9 @@ async def _run(request: web.Request, call: Call) -> web.StreamResponse:
     app = request.app
     family = call.family
     try:
-        if family.intake is not None:
+        if call.parsed is not None:
+            pass  # a replay: the captured body was parsed by the caller
+        elif family.intake is not None:
             call.parsed = await family.intake(request, call.snapshot.server, family)
         else:
             raw = await read_body(request, call.snapshot.server)
@@ -88,6 +91,7 @@ async def _run(request: web.Request, call: Call) -> web.StreamResponse:
         else:
             with call.tracer.step("admission"):
                 await admit(request, call)
+        call.capture = start_capture(call)
         if family.forward is not None:
             reply = await family.forward(call)
         else:
@@ -115,6 +119,21 @@ async def _run(request: web.Request, call: Call) -> web.StreamResponse:
         # the middleware turns it into a 500 in OpenAI's shape.
         account(call, 500, error_type="internal_error")
         raise
+
+
+async def replay(request: web.Request, family: Family, raw: bytes, principal, replay_of: int) -> web.StreamResponse:
+    """Run a captured body through the whole pipeline again, as `principal`
+    (its owner), with the new usage row marked `replay_of`. `request` carries
+    the headers the pipeline reads (proxy/capture/replay.py sets them)."""
+    app = request.app
+    call = Call(app, app[CONFIG].current, family, app[REQUEST_IDS].of(None))
+    call.principal = principal
+    call.replay_of = replay_of
+    try:
+        call.parsed = parse_request(family, raw)
+    except GatewayError as exc:
+        return family.error_response(exc, {"x-request-id": call.request_id})
+    return await _run(request, call)
 
 
 def endpoint(family: Family) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

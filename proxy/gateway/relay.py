@@ -26,10 +26,12 @@ log = logging.getLogger("bluesminds.access")
 def complete(call: Call, reply: UpstreamReply) -> web.Response:
     tokens, estimated = answer_tokens(call, reply.body)
     call.mark_first_byte()
+    body = tenant_view(reply.model.upstream_model, reply.model.name, events=False)(reply.body)
+    if call.capture is not None:
+        call.capture.answer(body)  # what the client receives, before the row is queued
     account(call, reply.status, tokens=tokens, estimated=estimated)
     if call.family.remember is not None:
         call.family.remember(call, call.family.answer_id(reply.body))
-    body = tenant_view(reply.model.upstream_model, reply.model.name, events=False)(reply.body)
     headers = call.rl_headers  # a fresh dict per request, ours to extend
     headers["Content-Type"] = reply.content_type if call.family.passes_content_type else "application/json"
     headers["x-request-id"] = call.request_id
@@ -73,7 +75,11 @@ async def stream(request: web.Request, call: Call, reply: UpstreamReply) -> web.
         while chunk:
             out = relay.feed(chunk)
             if out:
-                await _write_to_client(response, view(out) if view is not None else out)
+                if view is not None:
+                    out = view(out)
+                if call.capture is not None:
+                    call.capture.stream(out)
+                await _write_to_client(response, out)
             if relay.done:
                 break  # nothing after the terminal event matters, even if the upstream keeps the socket open
             remaining = deadline - time.monotonic()

@@ -1,10 +1,17 @@
-"""GET /api/usage/stats and GET /api/usage/logs.
+"""GET /api/usage/stats, GET /api/usage/logs, GET /api/usage/logs/{id} and
+POST /api/usage/logs/{id}/replay.
 
 A user sees only their own usage; an admin sees everyone's, or one user's with
 `user_id`. Every query parameter is checked, and a bad or unknown one is a 400
 naming it. Times (`from`, `to`) are an ISO date (`2026-11-26`), an ISO date-time
 (`2026-11-26T10:00:00Z`, UTC when no offset is given) or unix seconds; a date
 as `to` includes that whole day.
+
+One log row (`/api/usage/logs/{id}`) is its owner's and the admins': anyone
+else gets 404, the same answer as for an id that does not exist, so ids of
+other accounts cannot be probed. Its `capture` is the redacted bodies, or null
+when the request was not captured (or the capture has expired); replaying a row
+without one answers 409 `not_captured`.
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ from aiohttp import web
 
 from ..appkeys import CLOCK, STORE
 from ..auth.management import require_user
-from ..errors import InvalidRequest, PermissionDenied, UnknownParameter
+from ..capture.reads import capture_of, usage_row
+from ..capture.replay import replay
+from ..errors import Conflict, InvalidRequest, NotFound, PermissionDenied, UnknownParameter
+from ..validation import read_body
 from ..usage.stats import GROUPS, LogsQuery, StatsQuery, logs, stats
 
 DEFAULT_DAYS = 30
@@ -119,6 +129,39 @@ def logs_query(request: web.Request, caller) -> LogsQuery:
         before=_cursor(params["cursor"]) if "cursor" in params else None,
         limit=_int_param(params, "limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT,
     )
+
+
+async def usage_log(request: web.Request) -> web.Response:
+    caller = await require_user(request)
+    _params(request, frozenset())
+    row, capture = await _visible_log(request, caller)
+    return _json({**_log_entry(row, show_upstream=caller.is_admin), "object": "usage.log",
+                  "replay_of": row["replay_of"], "capture": capture})
+
+
+async def replay_log(request: web.Request) -> web.Response:
+    caller = await require_user(request)
+    await read_body(request, "usage_log_replay")
+    row, capture = await _visible_log(request, caller)
+    if capture is None:
+        raise Conflict(f"Usage log {row['id']} has no captured request to replay; capture is opt-in per "
+                       "plan (capture.plans) or per key (\"capture\": true), and expires after "
+                       "capture.retention_days.", code="not_captured")
+    return await replay(request, row, capture)
+
+
+async def _visible_log(request: web.Request, caller) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    raw = request.match_info["id"]
+    usage_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else 0
+    not_found = NotFound(f"No usage log with id {raw!r}.", code="usage_log_not_found")
+    if not 1 <= usage_id <= MAX_ID:
+        raise not_found
+    row, capture = await request.app[STORE].read(
+        lambda conn: (usage_row(conn, usage_id), capture_of(conn, usage_id)))
+    # Another account's row answers as a missing one: 404, never 403.
+    if row is None or (not caller.is_admin and row["user_id"] != caller.user_id):
+        raise not_found
+    return row, capture
 
 
 def log_entry(row: dict[str, Any], *, show_upstream: bool) -> dict[str, Any]:
@@ -291,3 +334,5 @@ def _utc_date(ts: float) -> date:
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/usage/stats", usage_stats)
     app.router.add_get("/api/usage/logs", usage_logs)
+    app.router.add_get("/api/usage/logs/{id}", usage_log)
+    app.router.add_post("/api/usage/logs/{id}/replay", replay_log)

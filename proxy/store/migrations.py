@@ -28,5 +28,6 @@ def gateway_migrations() -> tuple[sqlite_utils.Migrations, ...]:
     from ..gateway.response_ids import migrations as responses
     from ..usage.schema import migrations as usage
     from ..webhooks.outbox import migrations as webhooks
+    from ..capture.tables import migrations as capture  # after auth and usage: it adds columns to both
 
-    return (STORE, auth, usage, webhooks, responses, billing)
+    return (STORE, auth, usage, webhooks, responses, billing, capture)

@@ -28,6 +28,10 @@ class UsageRecord:
     ttfb_ms: float | None = None
     stream: bool = False
     reasoning_tokens: int | None = None  # part of completion_tokens, never billed twice
+    replay_of: int | None = None  # the usage row a replay re-sent (POST /api/usage/logs/{id}/replay)
+    # Redacted bodies (proxy/capture/record.py Captured), written beside the row in its
+    # batch's transaction; not a column of `usage`.
+    capture: object | None = None
 
     @property
     def is_error(self) -> bool:
@@ -38,6 +42,7 @@ class UsageRecord:
         return _row(self)
 
 
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(UsageRecord))
+NOT_COLUMNS = frozenset({"capture"})
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(UsageRecord) if f.name not in NOT_COLUMNS)
 # attrgetter over all fields: ~20x cheaper than dataclasses.astuple on the flush path.
 _row = attrgetter(*COLUMNS)

@@ -20,11 +20,16 @@ from typing import Sequence
 
 import orjson
 
+from ..capture.record import Captured
 from .record import COLUMNS, UsageRecord
 
 
 def row_json(rec: UsageRecord) -> bytes:
-    return orjson.dumps(dict(zip(COLUMNS, rec.as_row())), default=repr)
+    value = dict(zip(COLUMNS, rec.as_row()))
+    if rec.capture is not None:
+        # Already redacted (proxy/capture/draft.py): nothing unredacted reaches this file.
+        value["capture"] = rec.capture.as_json()
+    return orjson.dumps(value, default=repr)
 
 
 def append_rows(path: str, records: Sequence[UsageRecord]) -> tuple[int, OSError | None]:
@@ -123,6 +128,8 @@ def read_rows(path: str) -> SpillContents:
                 raise TypeError(f"a JSON {type(value).__name__}, not an object")
             if "cost_usd" in value:  # spilled before costs became integer nano-dollars
                 value["cost_nano"] = round(value.pop("cost_usd") * 1e9)
+            if "capture" in value:
+                value["capture"] = Captured.from_json(value["capture"])
             contents.rows.append(UsageRecord(**value))
         except (orjson.JSONDecodeError, TypeError) as exc:
             contents.bad_lines.append((number, line, str(exc)))
