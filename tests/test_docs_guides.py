@@ -65,7 +65,7 @@ def test_the_documented_defaults_are_the_loaders(tmp_path):
                                      "models:\n  m: {}\nrouting:\n  - {model: m}\n")
     snapshot, _ = build_snapshot(read_source(str(tmp_path)), str(tmp_path), environ={})
     documented = _documented()
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "MiB": 1 << 20}
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "KiB": 1 << 10, "MiB": 1 << 20}
 
     def value(text: str):
         text = text.strip("`").strip("\"")
@@ -73,7 +73,7 @@ def test_the_documented_defaults_are_the_loaders(tmp_path):
             return text == "true"
         if text == "none":
             return None
-        number = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|MiB)?", text)
+        number = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|KiB|MiB)?", text)
         if number:
             n = float(number.group(1)) * units.get(number.group(2) or "", 1)
             return int(n) if n == int(n) else n
@@ -83,7 +83,8 @@ def test_the_documented_defaults_are_the_loaders(tmp_path):
     objects = {"server": snapshot.server, "database": snapshot.database, "auth": snapshot.auth,
                "health": snapshot.health, "retry": snapshot.retry, "limits": snapshot.limits,
                "webhooks": snapshot.webhooks, "upstreams": snapshot.upstreams[0], "models": snapshot.models["m"],
-               "plans": snapshot.plans["free"], "billing": snapshot.billing, "admin": snapshot.admin}
+               "plans": snapshot.plans["free"], "billing": snapshot.billing, "admin": snapshot.admin,
+               "capture": snapshot.capture}
     checked = 0
     for section, obj in objects.items():
         for key, default in documented[section].items():
@@ -97,8 +98,8 @@ def test_the_documented_defaults_are_the_loaders(tmp_path):
             expected = value(default)
             if key == "path" and section == "database":
                 assert actual == str(tmp_path / expected)
-            elif isinstance(actual, tuple):
-                assert actual == (() if expected is None else (expected,)), (section, key)
+            elif isinstance(actual, (tuple, frozenset)):
+                assert tuple(actual) == (() if expected is None else (expected,)), (section, key)
             elif isinstance(actual, float) and isinstance(expected, (int, float)):
                 assert abs(actual - expected) < 1e-9, (section, key, actual)
             else:
