@@ -27,7 +27,7 @@ from ..auth.users import (
 from ..config.snapshot import Snapshot
 from ..config.units import parse_duration
 from ..errors import GatewayError
-from ..store import Database
+from ..store import Database, open_store
 from ..validation import validate
 
 
@@ -58,7 +58,7 @@ def _open(config_path: str) -> Iterator[_Session]:
         snapshot = loader(config_path)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"Cannot load config from {config_path}: {exc}") from None
-    db = Database(snapshot.database.path)
+    db = open_store(snapshot.database)
     db.open_sync()
     try:
         yield _Session(snapshot, db, clock())

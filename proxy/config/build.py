@@ -147,6 +147,12 @@ def _default(cls: type, name: str) -> Any:
 
 
 def build_database(b: _Builder, raw: Mapping[str, Any], config_path: str) -> DatabaseSettings:
+    url = raw.get("url")
+    raw = dict(raw)
+    if isinstance(url, str) and url.startswith("sqlite:///"):
+        # sqlite:///relative/file or sqlite:////absolute/file, as SQLAlchemy spells them.
+        raw["path"] = url[len("sqlite:///"):]
+        raw["url"] = None
     db_path = raw.get("path", _default(DatabaseSettings, "path"))
     if db_path != ":memory:":
         if not os.path.isabs(db_path):

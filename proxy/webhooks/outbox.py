@@ -118,11 +118,12 @@ def new_event_id() -> str:
 # Endpoints that take an event: active, subscribed to its type (or '*'), and
 # either the account's own or a YAML one (which sees every account's events).
 _FAN_OUT = """
-INSERT OR IGNORE INTO webhook_deliveries (event_id, endpoint_id, state, next_attempt_at, created_at)
+INSERT INTO webhook_deliveries (event_id, endpoint_id, state, next_attempt_at, created_at)
 SELECT :event_id, e.id, 'pending', :now, :now FROM webhook_endpoints e
 WHERE e.disabled_at IS NULL
   AND (e.source = 'config' OR (e.account_id = :account_id AND :account_id IS NOT NULL))
-  AND EXISTS (SELECT 1 FROM json_each(e.events) WHERE value IN (:type, '*'))
+  AND (e.events LIKE '%"' || :type || '"%' OR e.events LIKE '%"*"%')
+ON CONFLICT DO NOTHING
 """
 
 
@@ -141,7 +142,8 @@ def emit(conn: sqlite3.Connection, event_type: str, data: dict[str, Any], *, now
                          "event: account_id must be " + ("None" if event_type in SYSTEM_EVENTS else "given"))
     event_id = event_id or new_event_id()
     cursor = conn.execute(
-        "INSERT OR IGNORE INTO webhook_events (id, type, account_id, data, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO webhook_events (id, type, account_id, data, created_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         (event_id, event_type, account_id, orjson.dumps(data).decode(), now))
     if cursor.rowcount:
         conn.execute(_FAN_OUT, {"event_id": event_id, "now": now, "account_id": account_id,
@@ -168,7 +170,8 @@ def emit_once(conn: sqlite3.Connection, once_key: str, event_type: str, data: di
     so a retry of the same transaction, or a restart, never fires twice.
     Returns the new event's id, or None when it had fired before."""
     event_id = new_event_id()
-    cursor = conn.execute("INSERT OR IGNORE INTO webhook_fired (key, event_id, at) VALUES (?, ?, ?)",
+    cursor = conn.execute("INSERT INTO webhook_fired (key, event_id, at) VALUES (?, ?, ?) "
+                          "ON CONFLICT DO NOTHING",
                           (once_key, event_id, now))
     if not cursor.rowcount:
         return None
