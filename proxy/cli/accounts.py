@@ -312,7 +312,7 @@ def _duration(text: str, option: str) -> float:
 
 
 def create_user_and_key(
-    db_path: str,
+    db_path: "str | DatabaseSettings",
     email: str,
     password: str,
     plan: str,
@@ -343,7 +343,8 @@ def create_user_and_key(
         )
         return user.id, text
 
-    db = Database(db_path)
+    # A path is a SQLite file; settings name whichever store the config chose.
+    db = Database(db_path) if isinstance(db_path, str) else open_store(db_path)
     db.open_sync()
     try:
         return db.write_sync(create)

@@ -37,11 +37,13 @@ _SUMS = (
     + ", ".join(f"SUM(CASE WHEN latency_ms <= {b} THEN 1 ELSE 0 END)" for b in LATENCY_BOUNDS_MS)
     + ", SUM(COALESCE(cached_tokens, 0)), SUM(COALESCE(reasoning_tokens, 0))"
 )
-_ADDED = ", ".join(f"{c} = {c} + excluded.{c}" for c in SUM_COLUMNS)
+
 
 
 def _rollup(table: str, keys: dict[str, str]) -> str:
     """Aggregate the rows with id > ? by `keys` (column -> expression) into `table`."""
+    # The target's columns are qualified: PostgreSQL finds a bare name ambiguous here.
+    added = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUM_COLUMNS)
     return f"""
         INSERT INTO {table} ({', '.join(keys)}, {', '.join(SUM_COLUMNS)}, latency_ms_max)
         SELECT {', '.join(keys.values())}, {_SUMS}, MAX(latency_ms)
@@ -49,8 +51,8 @@ def _rollup(table: str, keys: dict[str, str]) -> str:
         WHERE id > ?
         GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}
         ON CONFLICT ({', '.join(keys)}) DO UPDATE SET
-            {_ADDED},
-            latency_ms_max = MAX(latency_ms_max, excluded.latency_ms_max)
+            {added},
+            latency_ms_max = MAX({table}.latency_ms_max, excluded.latency_ms_max)
     """
 
 

@@ -111,6 +111,16 @@ def _endpoints_deliveries(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+@migrations(name="003_delivery_lease")
+def _delivery_lease(db: sqlite_utils.Database) -> None:
+    # A worker claims a due delivery until this time before sending it, so two
+    # workers on one database never send the same attempt (delivery.py). The
+    # claimer is a worker slot (host:index): the worker restarted in that slot
+    # knows its predecessor is dead and takes the claims back at once.
+    db.execute("ALTER TABLE webhook_deliveries ADD COLUMN claimed_until REAL")
+    db.execute("ALTER TABLE webhook_deliveries ADD COLUMN claimed_by TEXT")
+
+
 def new_event_id() -> str:
     return "evt_" + secrets.token_hex(12)
 
