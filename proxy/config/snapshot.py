@@ -82,8 +82,6 @@ class DatabaseSettings:
     # postgresql://user@host:port/db puts the store on PostgreSQL; `path` then only names
     # the local usage spill files. None (or sqlite:///path) keeps SQLite at `path`.
     url: str | None = None
-    # PostgreSQL: whole months of raw usage rows kept (partitions older are dropped); 0 keeps all.
-    usage_retention_months: int = 0
     flush_interval: float = 0.25
     flush_rows: int = 500
     queue_size: int = 100_000
