@@ -33,7 +33,7 @@ from .routes import admin_routes, admin_users, auth_routes, keys_routes, openai_
 from .routing.balancer import Balancer
 from .routing.health import HealthMonitor
 from .routing.retry import RetryBudget
-from .store import Database
+from .store import open_store
 from .upstream.forward import Forwarder
 from .appkeys import FORWARDER, TRACER
 from .observability import logs, probes, tracing
@@ -110,7 +110,7 @@ async def _admin_gate(request: web.Request) -> None:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    db = Database(app[CONFIG].current.database.path)
+    db = open_store(app[CONFIG].current.database)
     await db.open()
     app[STORE] = db
     yield

@@ -102,7 +102,9 @@ class Supervisor:
         self._stopping = True
 
     def _start(self, slot: _Slot) -> None:
-        slot.proc = subprocess.Popen(self._argv, env=self._env)
+        # The slot's index tells a restarted worker which claims were its predecessor's.
+        env = {**(self._env if self._env is not None else os.environ), "BLUESMINDS_WORKER_INDEX": str(slot.index)}
+        slot.proc = subprocess.Popen(self._argv, env=env)
         slot.started = time.monotonic()
         slot.restart_at = None
         slot.history.append(slot.proc.pid)

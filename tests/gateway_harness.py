@@ -75,13 +75,27 @@ class GatewayHarness:
         _write_yaml(os.path.join(self.config_dir, "upstreams.yaml"), {"upstreams": self.sections["upstreams"]})
 
     @property
+    def db_settings(self):
+        """The database section as the gateway reads it: SQLite at db_path, or the
+        PostgreSQL database of this test on the suite's PostgreSQL pass."""
+        from proxy.config.build import load_config
+
+        return load_config(self.config_dir).database
+
+    def store(self):
+        """A store on the gateway's database, as another process (the CLI) opens it."""
+        from proxy.store import open_store
+
+        return open_store(self.db_settings)
+
+    @property
     def db_path(self) -> str:
         return os.path.join(self.config_dir, self.sections["database"]["path"])
 
     async def start(self, *, plan: str = "test", email: str = "tenant@example.com",
                     clock=None) -> "GatewayHarness":
         if not self.key:
-            self.user_id, self.key = create_user_and_key(self.db_path, email, "correct horse battery", plan, "e2e",
+            self.user_id, self.key = create_user_and_key(self.db_settings, email, "correct horse battery", plan, "e2e",
                                                         bcrypt_rounds=4)
         self.app = create_app(self.config_dir) if clock is None else create_app(self.config_dir, clock=clock)
         self.runner, port = await server.start(self.app, "127.0.0.1", 0)

@@ -19,6 +19,7 @@ import orjson
 
 from ..config.snapshot import PlanConfig, Snapshot
 from ..errors import Conflict, InvalidRequest, NotFound
+from ..store.errors import IntegrityError
 from ..webhooks.outbox import emit
 from .principal import SCOPES, KeyLimits
 from .tables import record_event
@@ -255,7 +256,7 @@ def _insert_secret(
                 "VALUES (?, ?, ?, ?)",
                 (key_id, lookup_id, secret_hash, now),
             )
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             continue
         return format_key(lookup_id, secret)
     raise Conflict("Could not allocate a key id; try again.")

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..config.snapshot import PlanConfig, Snapshot
 from ..errors import Conflict, InvalidRequest, NotFound
+from ..store.errors import IntegrityError
 from .tables import record_event
 
 ROLES = ("user", "admin")
@@ -119,7 +120,7 @@ def insert_user(
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (email, name, password_hash, plan, role, now, now),
         )
-    except sqlite3.IntegrityError:
+    except IntegrityError:
         raise EmailTaken(
             "An account with this e-mail address already exists; log in instead.", param="email"
         ) from None
@@ -179,7 +180,7 @@ def update_user(conn: sqlite3.Connection, user_id: int, changes: dict[str, Any],
                 f"UPDATE users SET {assignments}, updated_at = ? WHERE id = ?",
                 (*changes.values(), now, user_id),
             )
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise Conflict("Another account already uses this e-mail address.", param="email") from None
         if cursor.rowcount == 0:
             raise NotFound(f"No user with id {user_id}.")

@@ -233,8 +233,9 @@ def finalize(conn: sqlite3.Connection, snapshot: Snapshot, month: Month, bill: B
     conn.executemany(
         "INSERT INTO billed_usage (account_id, usage_month, model, requests, tokens, cost_nano) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, usage_month, model) DO UPDATE SET "
-        "requests = requests + excluded.requests, tokens = tokens + excluded.tokens, "
-        "cost_nano = cost_nano + excluded.cost_nano",
+        "requests = billed_usage.requests + excluded.requests, "
+        "tokens = billed_usage.tokens + excluded.tokens, "
+        "cost_nano = billed_usage.cost_nano + excluded.cost_nano",
         [(bill.account_id, used_in, model, *figures) for (used_in, model), figures in bill.charged.items()])
     currency = snapshot.billing.currency
     emit(conn, "invoice.finalized", {"invoice_id": invoice_id, "number": number, "month": str(month),

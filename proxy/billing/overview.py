@@ -49,7 +49,7 @@ async def billing_overview(app: web.Application, user_id: int) -> dict[str, Any]
             raise NotFound("No such account.")
         bill = bill_account(snapshot, data, account)
         sub = conn.execute("SELECT id, status, period_start, period_end FROM billing_subscriptions "
-                           "WHERE account_id = ? ORDER BY updated_at DESC, rowid DESC LIMIT 1", (user_id,)).fetchone()
+                           "WHERE account_id = ? ORDER BY updated_at DESC, id DESC LIMIT 1", (user_id,)).fetchone()
         return {"account": account, "bill": bill, "data": data, "sub": sub,
                 "referral": referral_summary(conn, user_id)}
 

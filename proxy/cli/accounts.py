@@ -27,7 +27,7 @@ from ..auth.users import (
 from ..config.snapshot import Snapshot
 from ..config.units import parse_duration
 from ..errors import GatewayError
-from ..store import Database
+from ..store import Database, open_store
 from ..validation import validate
 
 
@@ -58,7 +58,7 @@ def _open(config_path: str) -> Iterator[_Session]:
         snapshot = loader(config_path)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"Cannot load config from {config_path}: {exc}") from None
-    db = Database(snapshot.database.path)
+    db = open_store(snapshot.database)
     db.open_sync()
     try:
         yield _Session(snapshot, db, clock())
@@ -312,7 +312,7 @@ def _duration(text: str, option: str) -> float:
 
 
 def create_user_and_key(
-    db_path: str,
+    db_path: "str | DatabaseSettings",
     email: str,
     password: str,
     plan: str,
@@ -343,7 +343,8 @@ def create_user_and_key(
         )
         return user.id, text
 
-    db = Database(db_path)
+    # A path is a SQLite file; settings name whichever store the config chose.
+    db = Database(db_path) if isinstance(db_path, str) else open_store(db_path)
     db.open_sync()
     try:
         return db.write_sync(create)

@@ -67,8 +67,8 @@ def _run(config_path: str, host: str | None, port: int | None, upstream_flag: st
         ensure_free("127.0.0.1", fake_port, upstream_flag)
     configure_logging("warning")
     use_uvloop()
-    ensure_database(snapshot.database.path)
-    _, key = create_user_and_key(snapshot.database.path, DEMO_EMAIL, secrets.token_urlsafe(18), "pro", "demo")
+    ensure_database(snapshot.database)
+    _, key = create_user_and_key(snapshot.database, DEMO_EMAIL, secrets.token_urlsafe(18), "pro", "demo")
 
     async def run() -> None:
         fakes = []

@@ -12,7 +12,7 @@ import click
 
 from ..billing.invoices import generate
 from ..billing.plans import Month
-from ..store import Database
+from ..store import open_store
 from .loading import load_or_exit
 
 
@@ -32,7 +32,7 @@ def generate_command(config_path: str, month_text: str) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--month")
     snapshot = load_or_exit(config_path)
-    db = Database(snapshot.database.path)
+    db = open_store(snapshot.database)
     db.open_sync()
     try:
         now = time.time()

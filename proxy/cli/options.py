@@ -6,9 +6,10 @@ import asyncio
 import errno
 import os
 import socket
-import sqlite3
 
 import click
+
+from ..store.errors import DatabaseError
 
 
 def default_config() -> str:
@@ -54,15 +55,16 @@ async def serving(coro, host: str, port: int, flag: str):
         raise
 
 
-def ensure_database(path: str) -> None:
+def ensure_database(settings) -> None:
     """Open (creating and migrating) the database once before serving, so a path
     that cannot hold it is one line here rather than a traceback from start-up."""
-    from ..store import Database
+    from ..store import open_store
 
-    db = Database(path)
+    db = open_store(settings)
+    path = getattr(db, "url", None) and "the PostgreSQL database" or settings.path
     try:
         db.open_sync()
-    except (sqlite3.Error, OSError) as exc:
+    except (*DatabaseError, OSError) as exc:
         raise click.ClickException(f"cannot open the database {path}: {exc}") from None
     finally:
         db.close_sync()

@@ -32,7 +32,7 @@ def serve(config_path: str, host: str | None, port: int | None, workers: int, is
         _check_workers(snapshot, workers)
     if not is_worker:
         ensure_free(host, port, "--port")
-        ensure_database(snapshot.database.path)
+        ensure_database(snapshot.database)
     configure_logging(snapshot.server.log_level, snapshot.server.log_format)
     if workers > 1:
         raise SystemExit(_supervise(config_path, host, port, workers))

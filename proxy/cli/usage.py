@@ -11,7 +11,8 @@ import click
 import orjson
 
 from .loading import load_or_exit
-from ..store import Database
+from ..store import is_postgres, open_store
+from ..store.catalog import table_exists
 from ..usage.stats import period_summary
 
 _HEADERS = ("user", "model", "req today", "tokens today", "cost today",
@@ -35,10 +36,10 @@ def usage(config_path: str, day: str | None, as_json: bool) -> None:
         except ValueError:
             raise click.BadParameter(f"{day!r} is not a date like 2026-11-26", param_hint="--date")
     path = snapshot.database.path
-    if path != ":memory:" and not os.path.exists(path):
+    if not is_postgres(snapshot.database.url) and path != ":memory:" and not os.path.exists(path):
         click.echo(f"No usage recorded yet: the database {path} does not exist.")
         return
-    db = Database(path)
+    db = open_store(snapshot.database)
     db.open_sync()
     try:
         rows = db.read_sync(lambda conn: _with_emails(conn, period_summary(conn, day)))
@@ -56,8 +57,7 @@ def usage(config_path: str, day: str | None, as_json: bool) -> None:
 
 def _with_emails(conn: sqlite3.Connection, rows: list[dict]) -> list[dict]:
     """Name users by e-mail when the accounts table is in the same database."""
-    has_users = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'users'").fetchone()
+    has_users = table_exists(conn, "users")
     emails = dict(conn.execute("SELECT id, email FROM users").fetchall()) if has_users else {}
     for row in rows:
         row["email"] = emails.get(row["user_id"])

@@ -75,6 +75,21 @@ class _Builder:
         return value
 
 
+# Deployment-wide defaults from the environment, for a config that does not name them
+# (one config file for several machines or containers, and the test suite's second pass).
+DATABASE_URL_ENV = "BLUESMINDS_DATABASE_URL"
+LIMITS_BACKEND_ENV = "BLUESMINDS_LIMITS_BACKEND"
+
+
+def _env_default(section: Mapping[str, Any] | None, name: str, environ: Mapping[str, str],
+                 env_name: str) -> Mapping[str, Any]:
+    section = section or {}
+    value = environ.get(env_name)
+    if not value or name in section:
+        return section
+    return {**section, name: value}
+
+
 def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> tuple[Snapshot, list[str]]:
     problems = schema.validate(source)
     if problems:
@@ -83,12 +98,12 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
     d = source.data
 
     server = build_server(b, d.get("server") or {})
-    database = build_database(b, d.get("database") or {}, path)
+    database = build_database(b, _env_default(d.get("database"), "url", environ, DATABASE_URL_ENV), path)
     admin = build_admin(b, d.get("admin") or {})
     auth = build_auth(d.get("auth") or {})
     health = _settings(HealthSettings, d.get("health") or {}, durations=_HEALTH_DURATIONS)
     retry = _settings(RetrySettings, d.get("retry") or {}, durations=("backoff", "max_backoff"))
-    limits = build_limits(b, d.get("limits") or {})
+    limits = build_limits(b, _env_default(d.get("limits"), "backend", environ, LIMITS_BACKEND_ENV))
     models = _build_models(b, d.get("models") or {})
     model_lookup = _model_lookup(b, models)
     overrides = d.get("upstream_overrides") or {}
@@ -151,6 +166,12 @@ def _default(cls: type, name: str) -> Any:
 
 
 def build_database(b: _Builder, raw: Mapping[str, Any], config_path: str) -> DatabaseSettings:
+    url = raw.get("url")
+    raw = dict(raw)
+    if isinstance(url, str) and url.startswith("sqlite:///"):
+        # sqlite:///relative/file or sqlite:////absolute/file, as SQLAlchemy spells them.
+        raw["path"] = url[len("sqlite:///"):]
+        raw["url"] = None
     db_path = raw.get("path", _default(DatabaseSettings, "path"))
     if db_path != ":memory:":
         if not os.path.isabs(db_path):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, AsyncIterator
 from aiohttp import web
 
 from ..appkeys import CONFIG, STORE
+from ..store.errors import OperationalError
 from .snapshot import Snapshot
 from .source import ConfigProblem
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 def _accounts_per_plan(conn: sqlite3.Connection) -> dict[str, int]:
     try:
         return dict(conn.execute("SELECT plan, COUNT(*) FROM users GROUP BY plan").fetchall())
-    except sqlite3.OperationalError:  # no accounts table: nobody is on any plan
+    except OperationalError:  # no accounts table: nobody is on any plan
         return {}
 
 

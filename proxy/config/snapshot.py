@@ -81,6 +81,9 @@ class ServerSettings:
 @dataclass(frozen=True, slots=True)
 class DatabaseSettings:
     path: str = "data/bluesminds.db"
+    # postgresql://user@host:port/db puts the store on PostgreSQL; `path` then only names
+    # the local usage spill files. None (or sqlite:///path) keeps SQLite at `path`.
+    url: str | None = None
     flush_interval: float = 0.25
     flush_rows: int = 500
     queue_size: int = 100_000

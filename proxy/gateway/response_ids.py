@@ -155,8 +155,10 @@ class ResponseIds:
 
     @staticmethod
     def _write(conn, batch: list[tuple], prune_before: float | None) -> None:
-        conn.executemany("INSERT OR REPLACE INTO response_ids (id, user_id, key_id, upstream, model, created) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", batch)
+        conn.executemany("INSERT INTO response_ids (id, user_id, key_id, upstream, model, created) "
+                         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                         "user_id = excluded.user_id, key_id = excluded.key_id, "
+                         "upstream = excluded.upstream, model = excluded.model, created = excluded.created", batch)
         if prune_before is not None:
             conn.execute("DELETE FROM response_ids WHERE created < ?", (prune_before,))
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import sqlite3
 from typing import Iterable, Sequence
 
+from ..store.errors import DataError
 from .record import COLUMNS, UsageRecord
 from .schema import LATENCY_BOUNDS_MS, ROLLUP_KEYS, SUM_COLUMNS, sum_of_daily
 
 # Errors that come from the rows themselves, not from the database's state:
 # retrying the same batch can never succeed.
-DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
-               sqlite3.DataError, OverflowError, ValueError, TypeError)
+DATA_ERRORS = (*DataError, OverflowError, ValueError, TypeError)
 MAX_TS = 253402300800.0  # year 10000, the end of what date() can name
 
 INSERT = (
@@ -32,16 +32,18 @@ INSERT = (
 # request the gateway itself refused (a 429 from the limiter, a 404 model) never
 # uses up quota.
 _SUMS = (
-    "COUNT(*), COUNT(upstream), SUM(status >= 400), SUM(prompt_tokens), "
+    "COUNT(*), COUNT(upstream), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(prompt_tokens), "
     "SUM(completion_tokens), SUM(total_tokens), SUM(cost_nano), SUM(latency_ms), "
-    + ", ".join(f"SUM(latency_ms <= {b})" for b in LATENCY_BOUNDS_MS)
+    + ", ".join(f"SUM(CASE WHEN latency_ms <= {b} THEN 1 ELSE 0 END)" for b in LATENCY_BOUNDS_MS)
     + ", SUM(COALESCE(cached_tokens, 0)), SUM(COALESCE(reasoning_tokens, 0))"
 )
-_ADDED = ", ".join(f"{c} = {c} + excluded.{c}" for c in SUM_COLUMNS)
+
 
 
 def _rollup(table: str, keys: dict[str, str]) -> str:
     """Aggregate the rows with id > ? by `keys` (column -> expression) into `table`."""
+    # The target's columns are qualified: PostgreSQL finds a bare name ambiguous here.
+    added = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUM_COLUMNS)
     return f"""
         INSERT INTO {table} ({', '.join(keys)}, {', '.join(SUM_COLUMNS)}, latency_ms_max)
         SELECT {', '.join(keys.values())}, {_SUMS}, MAX(latency_ms)
@@ -49,8 +51,8 @@ def _rollup(table: str, keys: dict[str, str]) -> str:
         WHERE id > ?
         GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}
         ON CONFLICT ({', '.join(keys)}) DO UPDATE SET
-            {_ADDED},
-            latency_ms_max = MAX(latency_ms_max, excluded.latency_ms_max)
+            {added},
+            latency_ms_max = MAX({table}.latency_ms_max, excluded.latency_ms_max)
     """
 
 
@@ -66,11 +68,20 @@ _ROLLUPS = tuple(
 )
 
 
+def _prepare(conn, records: Sequence[UsageRecord]) -> None:
+    # PostgreSQL: serialise batches across workers and create the month partitions
+    # the rows need (proxy/store/postgres.py); SQLite's BEGIN IMMEDIATE already does the first.
+    prepare = getattr(conn, "prepare_usage_write", None)
+    if prepare is not None:
+        prepare([r.ts for r in records])
+
+
 def write_batch(conn: sqlite3.Connection, records: Sequence[UsageRecord]) -> None:
     """Insert `records` and fold them into the rollups. Call inside one transaction."""
     if not records:
         return
-    # Inside the writer's transaction nobody else inserts, and rowids continue
+    _prepare(conn, records)
+    # Inside the writer's transaction nobody else inserts, and ids continue
     # from the current maximum, so every row above it is from this batch.
     (last_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM usage").fetchone()
     conn.executemany(INSERT, [r.as_row() for r in records])
@@ -82,6 +93,7 @@ def write_batch_salvaging(conn: sqlite3.Connection,
                           records: Sequence[UsageRecord]) -> list[tuple[UsageRecord, str]]:
     """Like write_batch, but a row the database refuses is left out instead of failing
     the batch. Returns the refused rows with the reason. Call inside one transaction."""
+    _prepare(conn, records)
     (last_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM usage").fetchone()
     refused: list[tuple[UsageRecord, str]] = []
     for rec in records:

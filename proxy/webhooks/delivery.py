@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import socket
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -71,13 +73,46 @@ FROM webhook_deliveries d
 JOIN webhook_events ev ON ev.id = d.event_id
 JOIN webhook_endpoints e ON e.id = d.endpoint_id
 WHERE d.state = 'pending' AND d.next_attempt_at <= ? AND e.disabled_at IS NULL
+  AND (d.claimed_until IS NULL OR d.claimed_until < ?)
 ORDER BY d.next_attempt_at
 LIMIT ?
 """
 
 
+LEASE_MARGIN_S = 30.0
+WORKER_INDEX_ENV = "BLUESMINDS_WORKER_INDEX"  # set by the supervisor for each worker slot
+
+
+def worker_slot() -> str:
+    return f"{socket.gethostname()}:{os.environ.get(WORKER_INDEX_ENV, '0')}"
+
+
+def release_claims(conn, owner: str) -> int:
+    """Give back what an earlier process in this worker slot claimed: it is dead."""
+    return conn.execute("UPDATE webhook_deliveries SET claimed_until = NULL, claimed_by = NULL "
+                        "WHERE claimed_by = ?", (owner,)).rowcount
+
+
 def due_deliveries(conn, now: float, limit: int) -> list[Due]:
-    return [Due(*row) for row in conn.execute(_DUE, (now, limit))]
+    return [Due(*row) for row in conn.execute(_DUE, (now, now, limit))]
+
+
+# One statement takes the lease, so of two workers that read the same due row
+# only one updates it: SQLite runs writers one at a time (BEGIN IMMEDIATE), and
+# PostgreSQL re-checks the WHERE on the row it locked after the other commits.
+_CLAIM = (
+    "UPDATE webhook_deliveries SET claimed_until = ?, claimed_by = ? WHERE id = ? "
+    "AND state = 'pending' AND (claimed_until IS NULL OR claimed_until < ?) RETURNING id")
+
+
+def claim(conn, ids: list[int], now: float, until: float, owner: str) -> set[int]:
+    """The ids of `ids` this worker now holds the lease of, until `until`."""
+    claimed = set()
+    for delivery_id in ids:
+        row = conn.execute(_CLAIM, (until, owner, delivery_id, now)).fetchone()
+        if row is not None:
+            claimed.add(row[0])
+    return claimed
 
 
 def next_due_at(conn) -> float | None:
@@ -116,7 +151,8 @@ def record_outcome(conn, due: Due, outcome: Outcome, *, now: float, retry_in: fl
     else:
         state, next_at, delivered_at = "pending", now + retry_in, None
     conn.execute("UPDATE webhook_deliveries SET state = ?, attempts = ?, next_attempt_at = ?, "
-                 "last_status = ?, last_error = ?, delivered_at = ? WHERE id = ?",
+                 "last_status = ?, last_error = ?, delivered_at = ?, claimed_until = NULL, claimed_by = NULL "
+                 "WHERE id = ?",
                  (state, number, next_at, outcome.status, outcome.error, delivered_at, due.delivery_id))
     if outcome.status == 410:
         disable_endpoint(conn, due.endpoint_id, DISABLED_GONE, now)
@@ -185,8 +221,11 @@ def _short(text: str) -> str:
 
 class Deliverer:
     def __init__(self, store: Store, client: WebhookClient, settings: Callable[[], WebhookSettings], *,
-                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 owner: str | None = None) -> None:
         self._store = store
+        self._owner = owner or worker_slot()
+        self._released = False
         self._client = client
         self._settings = settings
         self._clock = clock
@@ -220,11 +259,22 @@ class Deliverer:
 
     async def run_once(self) -> int:
         """Start sending every due delivery not already in flight; returns how many started."""
+        if not self._released:
+            await self._store.write(lambda conn: release_claims(conn, self._owner))
+            self._released = True
         now = self._clock()
         due = await self._store.read(lambda conn: due_deliveries(conn, now, BATCH + len(self._in_flight)))
+        due = [item for item in due if item.delivery_id not in self._in_flight]
+        if not due:
+            return 0  # an idle poll stays a read
+        # The lease outlives the attempt (its timeout) with room for the write after it;
+        # a worker killed mid-attempt leaves it to expire, and another retries.
+        until = now + self._settings().timeout + LEASE_MARGIN_S
+        ids = [item.delivery_id for item in due]
+        claimed = await self._store.write(lambda conn: claim(conn, ids, now, until, self._owner))
         started = 0
         for item in due:
-            if item.delivery_id in self._in_flight:
+            if item.delivery_id not in claimed:
                 continue
             self._in_flight.add(item.delivery_id)
             task = asyncio.create_task(self._deliver(item))

@@ -146,13 +146,16 @@ def sync_config_endpoints(conn: sqlite3.Connection, configured: Iterable[Webhook
             "VALUES (NULL, 'config', ?, ?, ?, ?, ?) "
             "ON CONFLICT (name) WHERE source = 'config' DO UPDATE SET url = excluded.url, "
             "events = excluded.events, updated_at = excluded.updated_at, "
-            "disabled_at = CASE WHEN disabled_reason = ? THEN NULL ELSE disabled_at END, "
-            "disabled_reason = CASE WHEN disabled_reason = ? THEN NULL ELSE disabled_reason END",
+            "disabled_at = CASE WHEN webhook_endpoints.disabled_reason = ? THEN NULL "
+            "ELSE webhook_endpoints.disabled_at END, "
+            "disabled_reason = CASE WHEN webhook_endpoints.disabled_reason = ? THEN NULL "
+            "ELSE webhook_endpoints.disabled_reason END",
             (spec.name, spec.url, events, now, now, DISABLED_REMOVED, DISABLED_REMOVED))
-    marks = ", ".join("?" for _ in names)
+    # An empty IN () is SQLite's extension, not SQL.
+    kept = f" AND name NOT IN ({', '.join('?' for _ in names)})" if names else ""
     conn.execute(
         f"UPDATE webhook_endpoints SET disabled_at = ?, disabled_reason = ?, updated_at = ? "
-        f"WHERE source = 'config' AND disabled_at IS NULL AND name NOT IN ({marks})",
+        f"WHERE source = 'config' AND disabled_at IS NULL{kept}",
         (now, DISABLED_REMOVED, now, *names))
 
 

@@ -111,6 +111,16 @@ def _endpoints_deliveries(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+@migrations(name="003_delivery_lease")
+def _delivery_lease(db: sqlite_utils.Database) -> None:
+    # A worker claims a due delivery until this time before sending it, so two
+    # workers on one database never send the same attempt (delivery.py). The
+    # claimer is a worker slot (host:index): the worker restarted in that slot
+    # knows its predecessor is dead and takes the claims back at once.
+    db.execute("ALTER TABLE webhook_deliveries ADD COLUMN claimed_until REAL")
+    db.execute("ALTER TABLE webhook_deliveries ADD COLUMN claimed_by TEXT")
+
+
 def new_event_id() -> str:
     return "evt_" + secrets.token_hex(12)
 
@@ -118,11 +128,12 @@ def new_event_id() -> str:
 # Endpoints that take an event: active, subscribed to its type (or '*'), and
 # either the account's own or a YAML one (which sees every account's events).
 _FAN_OUT = """
-INSERT OR IGNORE INTO webhook_deliveries (event_id, endpoint_id, state, next_attempt_at, created_at)
+INSERT INTO webhook_deliveries (event_id, endpoint_id, state, next_attempt_at, created_at)
 SELECT :event_id, e.id, 'pending', :now, :now FROM webhook_endpoints e
 WHERE e.disabled_at IS NULL
   AND (e.source = 'config' OR (e.account_id = :account_id AND :account_id IS NOT NULL))
-  AND EXISTS (SELECT 1 FROM json_each(e.events) WHERE value IN (:type, '*'))
+  AND (e.events LIKE '%"' || :type || '"%' OR e.events LIKE '%"*"%')
+ON CONFLICT DO NOTHING
 """
 
 
@@ -141,7 +152,8 @@ def emit(conn: sqlite3.Connection, event_type: str, data: dict[str, Any], *, now
                          "event: account_id must be " + ("None" if event_type in SYSTEM_EVENTS else "given"))
     event_id = event_id or new_event_id()
     cursor = conn.execute(
-        "INSERT OR IGNORE INTO webhook_events (id, type, account_id, data, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO webhook_events (id, type, account_id, data, created_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         (event_id, event_type, account_id, orjson.dumps(data).decode(), now))
     if cursor.rowcount:
         conn.execute(_FAN_OUT, {"event_id": event_id, "now": now, "account_id": account_id,
@@ -168,7 +180,8 @@ def emit_once(conn: sqlite3.Connection, once_key: str, event_type: str, data: di
     so a retry of the same transaction, or a restart, never fires twice.
     Returns the new event's id, or None when it had fired before."""
     event_id = new_event_id()
-    cursor = conn.execute("INSERT OR IGNORE INTO webhook_fired (key, event_id, at) VALUES (?, ?, ?)",
+    cursor = conn.execute("INSERT INTO webhook_fired (key, event_id, at) VALUES (?, ?, ?) "
+                          "ON CONFLICT DO NOTHING",
                           (once_key, event_id, now))
     if not cursor.rowcount:
         return None
