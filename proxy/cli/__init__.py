@@ -11,6 +11,7 @@ from .accounts import keys, users
 from .check import check_config
 from .demo import demo
 from .invoices import invoices
+from .routes_explain import routes
 from .serve import fake_upstream, serve
 from .usage import usage
 
@@ -21,7 +22,7 @@ def main() -> None:
     """BluesMinds: one OpenAI-compatible API in front of your LiteLLM servers."""
 
 
-for command in (check_config, serve, demo, fake_upstream, users, keys, usage, invoices):
+for command in (check_config, serve, demo, fake_upstream, users, keys, usage, invoices, routes):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -125,19 +125,21 @@ class Router:
                 first = snapshot.models[rule.rewrite]
             elif rule.split:
                 first = snapshot.models[pick_arm(rule, self.rng)]
-        if rule is not None and rule.fallbacks is not None:
-            fallbacks = rule.fallbacks
-        else:
-            fallbacks = first.fallbacks
-        chain = [Step(first, rule.upstreams, rule.regions) if rule is not None else Step(first)]
-        seen = {first.name}
-        for name in fallbacks:
-            step_model = snapshot.model_lookup.get(name)
-            if step_model is None or step_model.name in seen:
-                continue
-            seen.add(step_model.name)
-            chain.append(_pinned_step(snapshot, facts, step_model))
-        return Route(rule, tuple(chain))
+        return Route(rule, chain_for(snapshot, facts, rule, first))
+
+
+def chain_for(snapshot: Snapshot, facts: Facts, rule: RoutingRule | None, first: ModelConfig) -> tuple[Step, ...]:
+    """`first` (already rewritten or split), then the rule's fallbacks or else the model's own."""
+    fallbacks = rule.fallbacks if rule is not None and rule.fallbacks is not None else first.fallbacks
+    chain = [Step(first, rule.upstreams, rule.regions) if rule is not None else Step(first)]
+    seen = {first.name}
+    for name in fallbacks:
+        step_model = snapshot.model_lookup.get(name)
+        if step_model is None or step_model.name in seen:
+            continue
+        seen.add(step_model.name)
+        chain.append(_pinned_step(snapshot, facts, step_model))
+    return tuple(chain)
 
 
 def _pinned_step(snapshot: Snapshot, facts: Facts, model: ModelConfig) -> Step:
