@@ -8,8 +8,11 @@ the client, upstream 4xx, which are the client's own mistakes and are passed
 through, and an answer over the size cap, which every upstream would repeat.
 Retries are bounded by `retry.attempts` per request and by the shared retry
 budget, with one exception: a connection that failed before any response byte
-arrived is moved once more even past those bounds, since an upstream dying
-under load fails exactly that way for every request it held.
+arrived is moved on even past those bounds, since an upstream dying under load
+fails exactly that way for every request it held, and such a failure cost the
+upstreams nothing. Each such move goes to an upstream not yet tried, so there
+are at most as many as there are upstreams (a whole region dying needs one per
+upstream it had).
 
 Each attempt's effect on the upstream's health is settled by one `Attempt`
 object, whether the answer is read here (non-stream) or relayed later (stream).
@@ -198,7 +201,6 @@ class Forwarder:
         attempt = 0
         last_error: GatewayError | None = None
         last_moveable = False
-        free_move_used = False
         retrying = False
         too_long: list[str] = []
         self.budget.active_requests += 1
@@ -215,7 +217,7 @@ class Forwarder:
                 body = family.upstream_body(parsed, candidate.upstream_model)
                 asked: list[str] = []
                 while True:
-                    free_move = last_moveable and not free_move_used
+                    free_move = last_moveable
                     if (attempt >= settings.attempts or len(asked) >= per_model) and not free_move:
                         break
                     if deadline is not None and time.monotonic() >= deadline:
@@ -225,9 +227,10 @@ class Forwarder:
                         break
                     if attempt > 0:
                         if attempt >= settings.attempts or (not retrying and not self.budget.allows(settings)):
+                            # Beyond the bounds only a free move goes on, without backoff: the
+                            # upstream that failed never saw the request.
                             if not free_move:
                                 raise last_error  # type: ignore[misc]
-                            free_move_used = True  # beyond the bounds: this once, and without backoff
                         else:
                             if not retrying:
                                 self.budget.active_retries += 1
