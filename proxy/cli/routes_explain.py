@@ -90,7 +90,8 @@ def _step_upstreams(snapshot: Snapshot, step: Step, prompt_tokens: int) -> str:
     if window is not None and prompt_tokens > window:
         return f"skipped (about {prompt_tokens} prompt tokens, context window {window})"
     placement = build_placement(snapshot, step.model, step.upstreams, step.regions)
-    tiers = " > ".join(", ".join(u.name for u in tier) for tier in placement.local) or "no upstream"
+    tiers = " > ".join(", ".join(u.name for u in tier) for tier in placement.local) or (
+        "no local upstream" if placement.remote else "no upstream")
     if placement.remote:
         tiers += "; other regions: " + " > ".join(", ".join(f"{u.name} ({u.region})" for u in tier)
                                                 for tier in placement.remote)
