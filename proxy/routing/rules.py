@@ -50,6 +50,9 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+_NO_FACTS = Facts(model="", metadata={}, headers={})
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One model of the chain and the upstream restriction that applies to it."""
@@ -108,14 +111,21 @@ class Router:
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self.rng = rng or random.Random()
+        self._snapshot_id = 0
+        self._defaults: dict[str, Route] = {}  # model -> its chain while the config has no rules
 
     def route(self, snapshot: Snapshot, model: ModelConfig, facts: Facts | None) -> Route:
         """`facts` may be None when there are no rules (they are not gathered then) or the
         caller has none: only rules without conditions can match."""
         if not snapshot.routing:
-            # No rules: the whole cost of the feature is this check.
-            return Route(None, (Step(model),) + tuple(Step(snapshot.model_lookup[f]) for f in model.fallbacks
-                                                      if f in snapshot.model_lookup))
+            # No rules: the feature costs this lookup, the chain built once per model and snapshot.
+            if self._snapshot_id != id(snapshot):
+                self._defaults.clear()
+                self._snapshot_id = id(snapshot)
+            route = self._defaults.get(model.name)
+            if route is None:
+                route = self._defaults[model.name] = Route(None, chain_for(snapshot, _NO_FACTS, None, model))
+            return route
         if facts is None:
             facts = Facts(model=model.name, metadata={}, headers={})
         rule = first_match(snapshot, facts, model.name)
