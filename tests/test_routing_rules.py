@@ -3,6 +3,7 @@ usage row that names both models; real fake upstreams on 127.0.0.1 behind a real
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sqlite3
@@ -91,6 +92,18 @@ async def test_fallback_chain_serves_from_the_next_model(tmp_path, fakes, fault)
         assert await usage_rows(gateway) == [("small", "big", "b", 200)]
     finally:
         await gateway.stop()
+
+
+async def test_access_line_names_the_served_and_the_requested_model(tmp_path, fakes, caplog):
+    caplog.set_level(logging.INFO, logger="bluesminds.access")
+    await fakes[0].set_fault({"status": 500})
+    gateway = await start(tmp_path, fakes)
+    try:
+        assert (await post(gateway, chat("small"), {"x-request-id": "req-fb"}))[0] == 200
+    finally:
+        await gateway.stop()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "bluesminds.access" and "req-fb" in r.getMessage()]
+    assert line.endswith(" id=req-fb model=big upstream=b requested_model=small")
 
 
 async def test_stream_falls_back_before_the_first_byte(tmp_path, fakes):

@@ -31,8 +31,8 @@ import orjson
 
 from ..appkeys import FORWARDER  # noqa: F401  (importable from here as before)
 from ..config.snapshot import ModelConfig, Snapshot, Timeouts, UpstreamConfig
-from ..errors import (GatewayError, InvalidRequest, NoHealthyUpstream, UpstreamBadResponse, UpstreamClientError, UpstreamError,
-                      UpstreamModelRefused, UpstreamResponseTooLarge, UpstreamTimeout)
+from ..errors import (GatewayError, InvalidRequest, NoHealthyUpstream, UpstreamBadResponse, UpstreamClientError,
+                      UpstreamError, UpstreamModelRefused, UpstreamResponseTooLarge, UpstreamTimeout)
 from ..routing.balancer import Balancer
 from ..routing.health import HealthMonitor
 from ..routing.retry import RetryBudget, backoff_delay
