@@ -32,6 +32,7 @@ from .errors import BodyTooLarge, GatewayError, MethodNotAllowed, NotFound, erro
 from .routes import admin_routes, admin_users, auth_routes, keys_routes, openai_api, usage_routes
 from .routing.balancer import Balancer
 from .routing.health import HealthMonitor
+from .routing.regions import RegionMoves
 from .routing.retry import RetryBudget
 from .store import open_store
 from .upstream.forward import Forwarder
@@ -141,6 +142,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     holder.subscribe(on_reload)
     app[TRANSPORT] = pool
     app[FORWARDER] = Forwarder(pool, balancer, health, app[RETRY_BUDGET], tracer=app[TRACER])
+    gauges.registry.register(RegionMoves(balancer))
     yield
     await pool.aclose()
 

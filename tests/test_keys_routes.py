@@ -19,7 +19,7 @@ async def test_create_key_shows_it_once(api, clock):
         "object": "api_key", "id": created["id"], "user_id": user["id"], "name": "laptop",
         "prefix": created["prefix"], "scopes": ["chat", "completions", "embeddings", "models", "responses", "messages",
                                                "moderations", "images", "audio", "rerank"],
-        "models": None, "limits": {}, "expires_at": None, "created_at": int(clock.now),
+        "models": None, "tags": [], "limits": {}, "expires_at": None, "created_at": int(clock.now),
         "last_used_at": None, "revoked_at": None, "previous_key_expires_at": None,
         "capture": False, "key": created["key"],
     }

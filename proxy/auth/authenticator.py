@@ -162,6 +162,7 @@ class Authenticator:
                 scopes=frozenset(key.scopes),
                 models=key.models,
                 limits=key.limits,
+                tags=frozenset(key.tags),
                 is_admin=user.is_admin,
                 email=user.email,
                 capture=key.capture,

@@ -66,6 +66,8 @@ def check_settings(
         columns["models"] = None if models is None else orjson.dumps(
             _plan_models(models, plan, snapshot)
         ).decode()
+    if "tags" in body:
+        columns["tags"] = orjson.dumps(sorted(set(body["tags"]))).decode()
     if "limits" in body:
         limits = {k: v for k, v in body["limits"].items() if v is not None}
         for name, value in limits.items():
@@ -136,6 +138,7 @@ class ApiKey:
     lookup_id: str
     previous_retires_at: float | None  # an older secret still works until then
     capture: bool = False  # its requests' bodies are captured (redacted), for logs and replay
+    tags: tuple[str, ...] = ()  # the owner's labels, which routing rules may match
 
     def public(self, *, last_used_at: float | None = None) -> dict[str, Any]:
         last_used = max(filter(None, (self.last_used_at, last_used_at)), default=None)
@@ -147,6 +150,7 @@ class ApiKey:
             "prefix": KEY_PREFIX + self.lookup_id,
             "scopes": list(self.scopes),
             "models": None if self.models is None else list(self.models),
+            "tags": list(self.tags),
             "limits": {k: v for k, v in dataclasses.asdict(self.limits).items() if v is not None},
             "expires_at": _seconds(self.expires_at),
             "created_at": _seconds(self.created_at),
@@ -166,7 +170,7 @@ SELECT k.id, k.user_id, k.name, k.scopes, k.models, k.limits, k.expires_at, k.cr
        k.last_used_at, k.revoked_at,
        (SELECT lookup_id FROM api_key_secrets s WHERE s.key_id = k.id ORDER BY s.id DESC LIMIT 1),
        (SELECT max(retires_at) FROM api_key_secrets s WHERE s.key_id = k.id AND s.retires_at > ?),
-       k.capture
+       k.capture, k.tags
 FROM api_keys k
 """
 
@@ -194,6 +198,7 @@ def _key(row: sqlite3.Row) -> ApiKey:
         lookup_id=row[10],
         previous_retires_at=row[11],
         capture=bool(row[12]),
+        tags=tuple(orjson.loads(row[13])),
     )
 
 

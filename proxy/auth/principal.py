@@ -34,6 +34,7 @@ class Principal:
     is_admin: bool = False
     email: str | None = None
     capture: bool = False  # the key's owner opted in to capturing its bodies (proxy/capture/)
+    tags: frozenset[str] = frozenset()  # the key's tags, for routing rules
 
     def may_use_model(self, model: str, plan_models: tuple[str, ...]) -> bool:
         if "*" not in plan_models and model not in plan_models:

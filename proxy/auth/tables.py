@@ -96,6 +96,12 @@ def _all_scopes(db: sqlite_utils.Database) -> None:
                   WHERE scopes = '["chat","completions","embeddings","models"]'""")
 
 
+@migrations(name="003_key_tags")
+def _key_tags(db: sqlite_utils.Database) -> None:
+    # Short labels the owner puts on a key; routing rules can match them.
+    db.execute("ALTER TABLE api_keys ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'")
+
+
 def record_event(conn: sqlite3.Connection, kind: str, ref_id: int, now: float) -> None:
     cursor = conn.execute(
         "INSERT INTO auth_events (kind, ref_id, at) VALUES (?, ?, ?)", (kind, ref_id, now)

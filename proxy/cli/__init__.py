@@ -13,6 +13,7 @@ from .check import check_config
 from .demo import demo
 from .import_litellm import import_group
 from .invoices import invoices
+from .routes_explain import routes
 from .serve import fake_upstream, serve
 from .usage import usage
 from ..openapi.cli import openapi_command
@@ -25,7 +26,7 @@ def main() -> None:
 
 
 for command in (check_config, serve, demo, fake_upstream, users, keys, usage, invoices,
-                import_group, backup, openapi_command):
+                import_group, backup, openapi_command, routes):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -17,7 +17,7 @@ from . import schema
 from .snapshot import (
     WILDCARD, AdminSettings, AuthSettings, BillingSettings, CorsSettings, CreemSettings, DatabaseSettings,
     HealthSettings, LimitsSettings, ModelConfig, MAX_BODY_CEILING, MetricsSettings, PlanConfig, PlanPrice,
-    Pricing, RetrySettings, RoutingRule, ServerSettings, ServerTimeouts, Snapshot, Timeouts, UpstreamConfig,
+    Pricing, RetrySettings, RoutingRule, ServerSettings, SplitArm, ServerTimeouts, Snapshot, Timeouts, UpstreamConfig,
     WebhookEndpointConfig, WebhookSettings,
 )
 from .source import ConfigError, ConfigProblem, Source, managed_file_for, read_source
@@ -102,7 +102,7 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
     admin = build_admin(b, d.get("admin") or {})
     auth = build_auth(d.get("auth") or {})
     health = _settings(HealthSettings, d.get("health") or {}, durations=_HEALTH_DURATIONS)
-    retry = _settings(RetrySettings, d.get("retry") or {}, durations=("backoff", "max_backoff"))
+    retry = _settings(RetrySettings, d.get("retry") or {}, durations=("backoff", "max_backoff", "deadline"))
     limits = build_limits(b, _env_default(d.get("limits"), "backend", environ, LIMITS_BACKEND_ENV))
     models = _build_models(b, d.get("models") or {})
     model_lookup = _model_lookup(b, models)
@@ -115,7 +115,8 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
     if auth.default_plan not in plans:
         b.problem(("auth", "default_plan"), f"plan '{auth.default_plan}' is not defined in plans "
                   f"(defined: {', '.join(sorted(plans))})", auth.default_plan, True)
-    routing = _build_routing(b, d.get("routing") or [], by_name)
+    routing = _build_routing(b, d.get("routing") or [], by_name=by_name, lookup=model_lookup, plans=plans,
+                             upstreams=upstreams, local_region=server.region)
     webhooks = build_webhooks(b, d.get("webhooks") or {})
     billing = build_billing(b, d.get("billing") or {})
     capture = build_capture(d.get("capture") or {}, lambda path, message, value: b.problem(path, message, value, True),
@@ -236,16 +237,66 @@ def _check_models_served(b: _Builder, models: Mapping[str, ModelConfig],
             b.warnings.append(f"model '{model.name}' has no pricing: its requests will cost 0")
 
 
-def _build_routing(b: _Builder, raw: list[dict[str, Any]],
-                   by_name: Mapping[str, UpstreamConfig]) -> list[RoutingRule]:
+def _build_routing(b: _Builder, raw: list[dict[str, Any]], *, by_name: Mapping[str, UpstreamConfig],
+                   lookup: Mapping[str, ModelConfig], plans: Mapping[str, PlanConfig],
+                   upstreams: list[UpstreamConfig], local_region: str | None) -> list[RoutingRule]:
+    """Every name a rule uses must exist: a typo would otherwise route nothing, silently."""
+    regions = {u.region for u in upstreams if u.region}
+    if local_region is not None and local_region not in regions:
+        b.warnings.append(f"server.region '{local_region}' tags no upstream: only untagged upstreams are local")
+    seen: dict[str, int] = {}
     routing = []
     for i, rule in enumerate(raw):
-        for j, name in enumerate(rule.get("upstreams", [])):
-            if name not in by_name:
-                b.problem(("routing", i, "upstreams", j), f"no upstream named '{name}'", name, True)
-        routing.append(RoutingRule(model=rule["model"], upstreams=tuple(rule.get("upstreams", ())),
-                                   regions=tuple(rule.get("regions", ()))))
+        path = ("routing", i)
+        name = rule.get("name", f"rule-{i + 1}")
+        if name in seen:
+            b.problem(path + ("name",), f"two routing rules are named '{name}' (also routing[{seen[name]}])",
+                      name, True)
+        seen[name] = i
+        when = rule.get("when") or {}
+        plan_names = when.get("plan", ())
+        plan_names = (plan_names,) if isinstance(plan_names, str) else tuple(plan_names)
+        for j, plan in enumerate(plan_names):
+            if plan not in plans:
+                where = path + ("when", "plan") + ((j,) if isinstance(when.get("plan"), list) else ())
+                b.problem(where, f"no plan named '{plan}' (defined: {', '.join(sorted(plans))})", plan, True)
+
+        def canonical(where: tuple, model: str) -> str:
+            found = lookup.get(model)
+            if found is None:
+                b.problem(path + where, f"model '{model}' is not declared in models", model, True)
+                return model
+            return found.name
+
+        rewrite = canonical(("rewrite",), rule["rewrite"]) if "rewrite" in rule else None
+        split = tuple(SplitArm(model=canonical(("split", j, "model"), arm["model"]), weight=arm["weight"])
+                      for j, arm in enumerate(rule.get("split", ())))
+        fallbacks = None
+        if "fallbacks" in rule:
+            fallbacks = tuple(canonical(("fallbacks", j), m) for j, m in enumerate(rule["fallbacks"]))
+        for j, upstream in enumerate(rule.get("upstreams", [])):
+            if upstream not in by_name:
+                b.problem(path + ("upstreams", j), f"no upstream named '{upstream}'", upstream, True)
+        for j, region in enumerate(rule.get("regions", [])):
+            if region not in regions:
+                b.problem(path + ("regions", j), f"no upstream is in region '{region}' "
+                          f"(regions: {', '.join(sorted(regions)) or 'none'})", region, True)
+        routing.append(RoutingRule(
+            name=name, model=rule.get("model", WILDCARD), plans=plan_names,
+            key_tags=tuple(when.get("key_tags", ())),
+            metadata=tuple((k, _scalar_text(v)) for k, v in (when.get("metadata") or {}).items()),
+            tags=tuple(when.get("tags", ())),
+            headers=tuple((k.lower(), v) for k, v in (when.get("headers") or {}).items()),
+            rewrite=rewrite, split=split, fallbacks=fallbacks,
+            upstreams=tuple(rule.get("upstreams", ())), regions=tuple(rule.get("regions", ()))))
     return routing
+
+
+def _scalar_text(value: Any) -> str:
+    """A metadata value as the request's would compare: JSON's spelling of true/false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _build_models(b: _Builder, raw: dict[str, Any]) -> dict[str, ModelConfig]:

@@ -76,6 +76,8 @@ class ServerSettings:
     timeouts: ServerTimeouts = ServerTimeouts()
     metrics: MetricsSettings = MetricsSettings()
     cors: CorsSettings | None = None
+    # The region this gateway runs in; its upstreams (and untagged ones) are preferred.
+    region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,8 @@ class ModelConfig:
     owned_by: str = "bluesminds"
     created: int = 1_700_000_000
     kind: str = "chat"  # chat | completion | embedding — informational
+    # Prompt tokens the model accepts; a longer estimated prompt skips it in a fallback chain.
+    context_window: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,12 +220,40 @@ class PlanConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class RoutingRule:
-    """Requests for models matching `model` (fnmatch glob) may only use these upstreams."""
+class SplitArm:
+    model: str  # canonical model name
+    weight: int
 
-    model: str
+
+@dataclass(frozen=True, slots=True)
+class RoutingRule:
+    """One named rule: conditions (all must hold) and what to do with a request that meets them.
+
+    A rule that only names `model` and pins upstreams or regions is the older
+    form and behaves as it did: it restricts where models matching the glob go.
+    """
+
+    name: str = ""
+    model: str = WILDCARD  # fnmatch glob on the requested name or its canonical model
+    plans: tuple[str, ...] = ()  # any of these plans; empty = any plan
+    key_tags: tuple[str, ...] = ()  # the key carries every one of these tags
+    metadata: tuple[tuple[str, str], ...] = ()  # body `metadata` key == value, each of them
+    tags: tuple[str, ...] = ()  # every one is in x-bluesminds-tags or a body metadata value
+    headers: tuple[tuple[str, str], ...] = ()  # lower-cased header name, fnmatch glob on its value
+    rewrite: str | None = None  # canonical model served instead of the requested one
+    split: tuple[SplitArm, ...] = ()  # weighted A/B choice of the model, instead of rewrite
+    fallbacks: tuple[str, ...] | None = None  # None: the model's own `fallbacks`
     upstreams: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
+
+    @property
+    def conditional(self) -> bool:
+        """Conditions beyond the model glob: only the request can tell whether it matches."""
+        return bool(self.plans or self.key_tags or self.metadata or self.tags or self.headers)
+
+    @property
+    def pins(self) -> bool:
+        return bool(self.upstreams or self.regions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +275,8 @@ class RetrySettings:
     max_backoff: float = 1.0
     budget_ratio: float = 0.2  # retries in flight ≤ ratio × active requests…
     min_retries: int = 5  # …but always allow this many, so the requests in flight on an upstream that dies can all move
+    per_model: int | None = None  # tries on one model of a fallback chain before the next; None = attempts
+    deadline: float | None = None  # seconds for the whole request, every attempt and model included
 
 
 @dataclass(frozen=True, slots=True)

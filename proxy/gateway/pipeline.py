@@ -1,6 +1,6 @@
 """The one pipeline every route family runs:
 
-    intake → admission → forward (upstream/forward.py) → relay → accounting
+    intake → admission → route (routing/rules.py) → forward (upstream/forward.py) → relay → accounting
 
 `handle` is the whole life of a request; `routes` turns family descriptions
 into aiohttp routes. A failure anywhere becomes the family's error shape here,
@@ -24,6 +24,7 @@ from .call import Call
 from .families import Family
 from .intake import parse_request
 from .relay import complete, stream
+from .routing import route_facts
 from .scrub import scrub_client_error
 from ..capture.draft import start as start_capture
 
@@ -65,6 +66,9 @@ def _note(request: web.Request, call: Call) -> None:
     access_log.note(request, id=call.request_id,
                     model=call.model.name if call.model else (parsed.model if parsed else None),
                     upstream=call.upstream)
+    if parsed is not None and call.model is not None and parsed.model != call.model.name:
+        # The model that served differs from the one asked for (an alias, a rule, a fallback).
+        access_log.note(request, requested_model=parsed.model)
     if call.snapshot.server.log_format == "json":
         principal = call.principal
         tokens = call.tokens
@@ -95,8 +99,12 @@ async def _run(request: web.Request, call: Call) -> web.StreamResponse:
         if family.forward is not None:
             reply = await family.forward(call)
         else:
-            reply = await app[FORWARDER].send(call.snapshot, call.model, call.parsed, call.request_id, family)
+            forwarder = app[FORWARDER]
+            route = forwarder.router.route(call.snapshot, call.model, route_facts(request, call))
+            reply = await forwarder.send(call.snapshot, call.model, call.parsed, call.request_id, family,
+                                         chain=route.chain, prompt_tokens=call.prompt_estimate)
         call.upstream = reply.upstream.name
+        call.model = reply.model  # the model that served: priced, counted and logged as such
         if call.parsed.stream:
             if call.tracer is None:
                 return await stream(request, call, reply)

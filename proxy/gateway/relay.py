@@ -66,6 +66,8 @@ async def stream(request: web.Request, call: Call, reply: UpstreamReply) -> web.
         "x-request-id": call.request_id, "x-bluesminds-upstream": reply.upstream.name, **call.rl_headers})
     timeouts = reply.upstream.timeouts
     deadline = reply.started + timeouts.total  # the whole answer, however it trickles
+    if reply.deadline is not None:
+        deadline = min(deadline, reply.deadline)  # and the request's own deadline, fallbacks included
     outcome = "cut"
     try:
         await response.prepare(request)

@@ -26,6 +26,7 @@ from ..config.holder import ConfigHolder
 from ..config.snapshot import Snapshot, UpstreamConfig
 from ..config.source import managed_file_for
 from ..errors import ConfigRejected, InvalidRequest, NotFound, PreconditionFailed
+from ..routing.regions import region_health
 
 log = logging.getLogger("bluesminds.admin")
 
@@ -152,7 +153,7 @@ def _health_view(app: web.Application, snapshot: Snapshot) -> dict[str, Any]:
         cap = row["max_concurrent"]
         row["saturated"] = cap is not None and row["in_flight"] >= cap
     return {"object": "list", "data": rows, "events": app[EVENTS].recent(),
-            "config_version": app[CONFIG].version}
+            "config_version": app[CONFIG].version, "regions": region_health(snapshot, rows)}
 
 
 async def get_health(request: web.Request) -> web.Response:

@@ -8,8 +8,11 @@ the client, upstream 4xx, which are the client's own mistakes and are passed
 through, and an answer over the size cap, which every upstream would repeat.
 Retries are bounded by `retry.attempts` per request and by the shared retry
 budget, with one exception: a connection that failed before any response byte
-arrived is moved once more even past those bounds, since an upstream dying
-under load fails exactly that way for every request it held.
+arrived is moved on even past those bounds, since an upstream dying under load
+fails exactly that way for every request it held, and such a failure cost the
+upstreams nothing. Each such move goes to an upstream not yet tried, so there
+are at most as many as there are upstreams (a whole region dying needs one per
+upstream it had).
 
 Each attempt's effect on the upstream's health is settled by one `Attempt`
 object, whether the answer is read here (non-stream) or relayed later (stream).
@@ -27,12 +30,13 @@ from typing import TYPE_CHECKING
 import orjson
 
 from ..appkeys import FORWARDER  # noqa: F401  (importable from here as before)
-from ..config.snapshot import ModelConfig, Snapshot, UpstreamConfig
-from ..errors import (GatewayError, NoHealthyUpstream, UpstreamBadResponse, UpstreamClientError, UpstreamError,
-                      UpstreamModelRefused, UpstreamResponseTooLarge, UpstreamTimeout)
+from ..config.snapshot import ModelConfig, Snapshot, Timeouts, UpstreamConfig
+from ..errors import (GatewayError, InvalidRequest, NoHealthyUpstream, UpstreamBadResponse, UpstreamClientError,
+                      UpstreamError, UpstreamModelRefused, UpstreamResponseTooLarge, UpstreamTimeout)
 from ..routing.balancer import Balancer
 from ..routing.health import HealthMonitor
 from ..routing.retry import RetryBudget, backoff_delay
+from ..routing.rules import Router, Step
 from .http1 import ConnectionPool, Response, header_lines
 from .transport import ResponseTooLarge
 
@@ -92,6 +96,7 @@ class UpstreamReply:
     first_chunk: bytes = b""
     attempts: int = 1
     content_type: str = "application/json"  # a non-stream answer's, as the upstream labelled it
+    deadline: float | None = None  # the request's deadline (monotonic), which a stream's relay keeps too
 
     @property
     def started(self) -> float:
@@ -139,6 +144,13 @@ def refuses_model(status: int, error: UpstreamClientError) -> bool:
     return error.code == "model_not_found" or bool(_REFUSED_MODEL.search(error.message))
 
 
+def context_too_long(error: UpstreamClientError) -> bool:
+    """An upstream 400 saying the prompt does not fit the model: the next model of a chain may take it."""
+    return error.status == 400 and (error.code == "context_length_exceeded"
+                                    or "context_length_exceeded" in error.message
+                                    or "maximum context length" in error.message.lower())
+
+
 class _Moveable(Exception):
     """Marks a failure that happened before any response byte: always safe to try elsewhere once."""
 
@@ -151,6 +163,7 @@ class Forwarder:
         self.health = health
         self.budget = budget
         self.pool = pool
+        self.router = Router()  # rules and the A/B split's random source, which tests may seed
         self._header_cache: dict[tuple, bytes] = {}
 
     def _static_headers(self, upstream: UpstreamConfig) -> bytes:
@@ -176,70 +189,107 @@ class Forwarder:
             self._auth_headers(upstream)
 
     async def send(self, snapshot: Snapshot, model: ModelConfig, parsed: "ParsedRequest",
-                   request_id: str, family: "Family") -> UpstreamReply:
+                   request_id: str, family: "Family", *, chain: "tuple[Step, ...] | None" = None,
+                   prompt_tokens: int = 0) -> UpstreamReply:
+        """Try the chain's models in order, each on its upstreams, within the request's bounds:
+        `retry.attempts` in all, `retry.per_model` on one model, one `retry.deadline`."""
         settings = snapshot.retry
-        candidates = [model] + [snapshot.model_lookup[f] for f in model.fallbacks if f in snapshot.model_lookup]
-        tried: list[str] = []
+        if chain is None:
+            chain = self.router.route(snapshot, model, None).chain
+        per_model = settings.per_model or settings.attempts
+        deadline = None if settings.deadline is None else time.monotonic() + settings.deadline
+        failed: list[str] = []  # upstreams that failed: not asked again for any model of the chain
         attempt = 0
         last_error: GatewayError | None = None
         last_moveable = False
-        free_move_used = False
         retrying = False
+        too_long: list[str] = []
         self.budget.active_requests += 1
         try:
-            for candidate in candidates:
+            for step in chain:
+                candidate = step.model
+                window = candidate.context_window
+                if window is not None and prompt_tokens > window:
+                    # Decided here, from admission's estimate: no upstream is asked for a certain refusal.
+                    too_long.append(f"{candidate.name}: {window}")
+                    log.info("skipping %s for request %s: about %d prompt tokens exceed its context window of %d",
+                             candidate.name, request_id, prompt_tokens, window)
+                    continue
                 body = family.upstream_body(parsed, candidate.upstream_model)
+                asked: list[str] = []
                 while True:
-                    free_move = last_moveable and not free_move_used
-                    if attempt >= settings.attempts and not free_move:
+                    free_move = last_moveable
+                    if (attempt >= settings.attempts or len(asked) >= per_model) and not free_move:
                         break
-                    upstream = self.balancer.pick(snapshot, candidate, exclude=tried)
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise self._deadline_passed(settings, attempt, last_error)
+                    upstream = self.balancer.pick(snapshot, candidate, exclude=failed + asked, step=step)
                     if upstream is None:
                         break
                     if attempt > 0:
                         if attempt >= settings.attempts or (not retrying and not self.budget.allows(settings)):
+                            # Beyond the bounds only a free move goes on, without backoff: the
+                            # upstream that failed never saw the request.
                             if not free_move:
                                 raise last_error  # type: ignore[misc]
-                            free_move_used = True  # beyond the bounds: this once, and without backoff
                         else:
                             if not retrying:
                                 self.budget.active_retries += 1
                                 retrying = True
                             await asyncio.sleep(backoff_delay(settings, attempt - 1))
                     attempt += 1
-                    tried.append(upstream.name)
+                    asked.append(upstream.name)
                     try:
                         result = await self._attempt(upstream, candidate, family.upstream_path, body,
-                                                     parsed.stream, request_id, family)
+                                                     parsed.stream, request_id, family, until=deadline)
                         last_moveable = False
                     except _Moveable as exc:
                         result = exc.args[0]
                         last_moveable = True
                     if isinstance(result, UpstreamReply):
                         result.attempts = attempt
+                        result.deadline = deadline
                         return result
+                    if isinstance(result, UpstreamClientError) and context_too_long(result):
+                        last_error = result
+                        break  # this model's window, not the upstream: the next model may take it
                     if isinstance(result, (UpstreamClientError, UpstreamResponseTooLarge)):
                         raise result  # another upstream would say the same
+                    if not isinstance(result, UpstreamModelRefused):
+                        failed.append(upstream.name)
                     last_error = result
             if last_error is not None:
                 raise last_error
-            if self.balancer.all_saturated(snapshot, model):
-                self.health.saturated(model.name, self.health.now())
+            if too_long:
+                raise InvalidRequest(
+                    f"The prompt (about {prompt_tokens} tokens) is longer than the context window of every model "
+                    f"that could serve it ({'; '.join(too_long)}). Shorten it.", param="messages",
+                    code="context_length_exceeded")
+            first = chain[0]
+            if self.balancer.all_saturated(snapshot, first.model, first):
+                self.health.saturated(first.model.name, self.health.now())
                 raise NoHealthyUpstream(
-                    f"Every upstream serving `{model.name}` is at its concurrency limit. Retry shortly.",
+                    f"Every upstream serving `{first.model.name}` is at its concurrency limit. Retry shortly.",
                     code="upstreams_saturated", headers={"Retry-After": "1", "retry-after-ms": "1000"})
             raise NoHealthyUpstream(
-                f"No healthy upstream can serve `{model.name}` right now ({self._why_unavailable(snapshot, model)})."
-                " Retry shortly.", headers={"Retry-After": "1", "retry-after-ms": "1000"})
+                f"No healthy upstream can serve `{first.model.name}` right now "
+                f"({self._why_unavailable(snapshot, first.model, first)}). Retry shortly.",
+                headers={"Retry-After": "1", "retry-after-ms": "1000"})
         finally:
             self.budget.active_requests -= 1
             if retrying:
                 self.budget.active_retries -= 1
 
-    def _why_unavailable(self, snapshot: Snapshot, model: ModelConfig) -> str:
+    @staticmethod
+    def _deadline_passed(settings, attempts: int, last: GatewayError | None) -> UpstreamTimeout:
+        why = f"; the last attempt failed: {last.message}" if last is not None else ""
+        return UpstreamTimeout(f"The request's deadline of {settings.deadline:g}s passed after {attempts} "
+                               f"attempt{'s' if attempts != 1 else ''}{why}", code="deadline_exceeded")
+
+    def _why_unavailable(self, snapshot: Snapshot, model: ModelConfig, step: "Step | None" = None) -> str:
         """Each upstream's name and last failure, never its URL: tenants read this."""
         reasons = []
-        for tier in self.balancer.tiers(snapshot, model):
+        for tier in self.balancer.tiers(snapshot, model, step):
             for upstream in tier:
                 if not upstream.enabled:
                     reason = "disabled"
@@ -280,11 +330,16 @@ class Forwarder:
 
     async def _attempt(self, upstream: UpstreamConfig, model: ModelConfig, path: bytes, body: bytes,
                        stream: bool, request_id: str, family: "Family",
-                       method: bytes = b"POST", *, trace_headers: bytes | None = None) -> UpstreamReply | GatewayError:
+                       method: bytes = b"POST", until: float | None = None, *,
+                       trace_headers: bytes | None = None) -> UpstreamReply | GatewayError:
         if trace_headers is None and self.tracer is not None:
             return await self.tracer.attempt(self._attempt, upstream, model, path, body, stream, request_id,
-                                             family, method)
+                                             family, method, until)
         t = upstream.timeouts
+        if until is not None:
+            # The request's own deadline (monotonic) shortens every wait of this attempt.
+            left = max(0.001, until - time.monotonic())
+            t = Timeouts(connect=min(t.connect, left), first_byte=min(t.first_byte, left), total=min(t.total, left))
         deadline = asyncio.get_running_loop().time() + t.total  # the whole answer, in loop time
         name = upstream.name
         claim = Attempt(self.health, name)
