@@ -20,7 +20,7 @@ async def test_create_key_shows_it_once(api, clock):
         "prefix": created["prefix"], "scopes": ["chat", "completions", "embeddings", "models", "responses", "messages",
                                                "moderations", "images", "audio", "rerank"],
         "models": None, "limits": {}, "expires_at": None, "created_at": int(clock.now),
-        "last_used_at": None, "revoked_at": None, "previous_key_expires_at": None,
+        "last_used_at": None, "revoked_at": None, "previous_key_expires_at": None, "cache": None,
         "key": created["key"],
     }
     shown = await (await api.client.get(f"/api/keys/{created['id']}", headers=headers)).json()

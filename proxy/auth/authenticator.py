@@ -164,6 +164,7 @@ class Authenticator:
                 limits=key.limits,
                 is_admin=user.is_admin,
                 email=user.email,
+                cache=key.cache,
             )
             entry.principal_user = user
         self._last_used[key.id] = now

@@ -76,6 +76,8 @@ def check_settings(
                     param=f"limits.{name}",
                 )
         columns["limits"] = orjson.dumps(limits).decode()
+    if "cache" in body:
+        columns["cache"] = None if body["cache"] is None else int(body["cache"])
     if "expires_at" in body:
         expires_at = body["expires_at"]
         if expires_at is not None and expires_at <= now:
@@ -132,6 +134,7 @@ class ApiKey:
     revoked_at: float | None
     lookup_id: str
     previous_retires_at: float | None  # an older secret still works until then
+    cache: bool | None = None  # the response cache: on, off, or None to follow the plan
 
     def public(self, *, last_used_at: float | None = None) -> dict[str, Any]:
         last_used = max(filter(None, (self.last_used_at, last_used_at)), default=None)
@@ -149,6 +152,7 @@ class ApiKey:
             "last_used_at": _seconds(last_used),
             "revoked_at": _seconds(self.revoked_at),
             "previous_key_expires_at": _seconds(self.previous_retires_at),
+            "cache": self.cache,
         }
 
 
@@ -160,7 +164,8 @@ _SELECT = """
 SELECT k.id, k.user_id, k.name, k.scopes, k.models, k.limits, k.expires_at, k.created_at,
        k.last_used_at, k.revoked_at,
        (SELECT lookup_id FROM api_key_secrets s WHERE s.key_id = k.id ORDER BY s.id DESC LIMIT 1),
-       (SELECT max(retires_at) FROM api_key_secrets s WHERE s.key_id = k.id AND s.retires_at > ?)
+       (SELECT max(retires_at) FROM api_key_secrets s WHERE s.key_id = k.id AND s.retires_at > ?),
+       k.cache
 FROM api_keys k
 """
 
@@ -187,6 +192,7 @@ def _key(row: sqlite3.Row) -> ApiKey:
         revoked_at=row[9],
         lookup_id=row[10],
         previous_retires_at=row[11],
+        cache=None if row[12] is None else bool(row[12]),
     )
 
 

@@ -33,6 +33,7 @@ class Principal:
     limits: KeyLimits = field(default_factory=KeyLimits)
     is_admin: bool = False
     email: str | None = None
+    cache: bool | None = None  # the key's response-cache setting; None follows the plan (proxy/cache/policy.py)
 
     def may_use_model(self, model: str, plan_models: tuple[str, ...]) -> bool:
         if "*" not in plan_models and model not in plan_models:

@@ -19,6 +19,7 @@ SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 SECTIONS = (
     "server", "database", "admin", "auth", "health", "retry",
     "upstreams", "models", "plans", "routing", "upstream_overrides", "webhooks", "billing", "limits",
+    "cache",
 )
 
 

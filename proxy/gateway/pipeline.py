@@ -1,7 +1,9 @@
 """The one pipeline every route family runs:
 
-    intake → admission → forward (upstream/forward.py) → relay → accounting
+    intake → admission → [cache] → forward (upstream/forward.py) → relay → accounting
 
+The cache step (proxy/cache/step.py) runs only for a plan that enables the
+cache; it wraps forward and relay, and may answer without them.
 `handle` is the whole life of a request; `routes` turns family descriptions
 into aiohttp routes. A failure anywhere becomes the family's error shape here,
 and whatever was admitted is accounted exactly once, whatever happens.
@@ -15,6 +17,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from .. import access_log
+from ..cache import step as cache_step
 from ..appkeys import CONFIG, FORWARDER, REQUEST_IDS
 from ..bodies import read_body
 from ..errors import GatewayError, UpstreamClientError
@@ -54,14 +57,9 @@ async def _run(request: web.Request, call: Call) -> web.StreamResponse:
             raw = await read_body(request, call.snapshot.server)
             call.parsed = parse_request(family, raw)
         await admit(request, call)
-        if family.forward is not None:
-            reply = await family.forward(call)
-        else:
-            reply = await app[FORWARDER].send(call.snapshot, call.model, call.parsed, call.request_id, family)
-        call.upstream = reply.upstream.name
-        if call.parsed.stream:
-            return await stream(request, call, reply)
-        return complete(call, reply)
+        if call.plan.cache.enabled:
+            return await cache_step.serve(request, call, _answer)
+        return await _answer(request, call)
     except GatewayError as exc:
         # The usage row and the access line name the upstream that answered, when one did.
         call.upstream = getattr(exc, "upstream", None) or call.upstream
@@ -78,6 +76,19 @@ async def _run(request: web.Request, call: Call) -> web.StreamResponse:
         # the middleware turns it into a 500 in OpenAI's shape.
         account(call, 500, error_type="internal_error")
         raise
+
+
+async def _answer(request: web.Request, call: Call, tap=None) -> web.StreamResponse:
+    """Steps 3 and 4: an upstream's answer, relayed; `tap` sees a stream's upstream bytes (the cache)."""
+    family = call.family
+    if family.forward is not None:
+        reply = await family.forward(call)
+    else:
+        reply = await request.app[FORWARDER].send(call.snapshot, call.model, call.parsed, call.request_id, family)
+    call.upstream = reply.upstream.name
+    if call.parsed.stream:
+        return await stream(request, call, reply, tap=tap)
+    return complete(call, reply)
 
 
 def endpoint(family: Family) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -28,6 +28,8 @@ class UsageRecord:
     ttfb_ms: float | None = None
     stream: bool = False
     reasoning_tokens: int | None = None  # part of completion_tokens, never billed twice
+    cache_hit: bool = False  # answered from the response cache: 0 upstream tokens, the per-hit price
+    cost_saved_nano: int = 0  # a hit: what the answer cost when it was bought (not billed)
 
     @property
     def is_error(self) -> bool:
