@@ -1,7 +1,7 @@
 """The shared store: the same seam on Redis, for `serve --workers N` and several machines.
 
-Each entry is one Redis string under `bm:cache:<key>`: the time it was stored
-(8 bytes) and the body. Redis drops it by EXPIRE a second after its ttl; the
+Each entry is one Redis string under `bm:cache:<key>`: when it was stored and
+when it expires (8 bytes each, the store's clock) and the body. Redis drops it by EXPIRE a second after its ttl; the
 store's clock judges expiry on read as the memory store does, so the two
 behave alike (and tests can move an injected clock).
 
