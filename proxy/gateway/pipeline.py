@@ -48,7 +48,6 @@ async def handle(request: web.Request, family: Family) -> web.StreamResponse:
 
 
 async def _run(request: web.Request, call: Call) -> web.StreamResponse:
-    app = request.app
     family = call.family
     try:
         if family.intake is not None:
