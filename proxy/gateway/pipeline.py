@@ -4,6 +4,7 @@
 
 The cache step (proxy/cache/step.py) runs only for a plan that enables the
 cache; it wraps forward and relay, and may answer without them.
+
 `handle` is the whole life of a request; `routes` turns family descriptions
 into aiohttp routes. A failure anywhere becomes the family's error shape here,
 and whatever was admitted is accounted exactly once, whatever happens.
@@ -17,9 +18,9 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from .. import access_log
-from ..cache import step as cache_step
 from ..appkeys import CONFIG, FORWARDER, REQUEST_IDS
 from ..bodies import read_body
+from ..cache import step as cache_step
 from ..errors import GatewayError, UpstreamClientError
 from .accounting import account
 from .admission import admit
