@@ -38,7 +38,8 @@ ALL_TARGETS = ("fake", "bare", "gateway", "litellm")
 RESULTS_DIR = os.path.join(REPO, "bench", "results")
 README = os.path.join(REPO, "bench", "README.md")
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
-MICRO = ("auth_bench.py", "limiter_bench.py", "usage_bench.py", "transport_bench.py", "trace_bench.py")
+MICRO = ("auth_bench.py", "limiter_bench.py", "usage_bench.py", "transport_bench.py", "trace_bench.py",
+         "cache_bench.py")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -260,7 +261,8 @@ def _micro_argv(name: str, quick: bool) -> list[str]:
     return {"usage_bench.py": ["--rows", "100000", "--recorder-rows", "20000"],
             "limiter_bench.py": ["50000"], "auth_bench.py": ["--hits", "50000"],
             "transport_bench.py": ["--seconds", "1", "--reps", "1"],
-            "trace_bench.py": ["--requests", "500", "--rounds", "1"]}.get(name, [])
+            "trace_bench.py": ["--requests", "500", "--rounds", "1"],
+            "cache_bench.py": ["--requests", "500"]}.get(name, [])
 
 
 def _micro(args, results: Results) -> None:

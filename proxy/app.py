@@ -19,6 +19,7 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from . import access_log, dashboard, limits, metrics, openapi
+from .cache import setup as cache_setup
 from .appkeys import BALANCER, CLOCK, CONFIG, HEALTH, RETRY_BUDGET, STORE, TRANSPORT
 from .auth.management import guard_admin_path, require_admin
 from .auth import setup as auth_setup
@@ -175,6 +176,7 @@ def create_app(config_path: str, *, clock: Callable[[], float] = time.time,
     limits.setup(app, load_totals=quota_totals.load_window_totals)
     app.cleanup_ctx.append(_upstream_ctx)
     metrics.setup(app)
+    cache_setup.setup(app)
     usage_recorder.setup(app)
     capture_lifecycle.setup(app)  # its batch hook joins the recorder; its sweep stops before it
     response_ids.setup(app)

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from .upstream.transport import Transport
     from .usage.recorder import UsageRecorder
     from .webhooks.lifecycle import Webhooks
+    from .cache.flight import SingleFlight
+    from .cache.interface import CacheStore
 
 # -- core: config, clock, storage --------------------------------------------
 CONFIG: web.AppKey["ConfigHolder"] = web.AppKey("config", object)
@@ -56,6 +58,9 @@ METRICS: web.AppKey["Metrics"] = web.AppKey("metrics", object)
 METRICS_LISTENER: web.AppKey["MetricsListener"] = web.AppKey("metrics_listener", object)
 # Which account and upstream each relayed Responses API response id belongs to.
 RESPONSE_IDS: web.AppKey["ResponseIds"] = web.AppKey("response_ids", object)
+# The response cache (proxy/cache/): its store and the upstream calls identical misses share.
+CACHE: web.AppKey["CacheStore"] = web.AppKey("cache", object)
+CACHE_FLIGHTS: web.AppKey["SingleFlight"] = web.AppKey("cache_flights", object)
 
 # -- upstreams ----------------------------------------------------------------
 # The one client to upstreams: /v1 traffic and health probes both go through it.

@@ -22,7 +22,14 @@ CASES = {
     "top_level_list.yaml": "1: top level must be a mapping of sections",
     "unknown_section.yaml": "7: unknown section 'caching' (known: server, database, admin, auth, "
                             "health, retry, upstreams, models, plans, routing, upstream_overrides, webhooks, billing, "
-                            "limits, capture)",
+                            "limits, capture, cache)",
+    "cache_ttl_over_max.yaml": "9: plans.p.cache.ttl_seconds: 7200s is longer than cache.max_ttl_seconds (3600s); "
+                               "shorten it or raise the bound",
+    "cache_backend_limits_memory.yaml": "8: cache.backend: 'limits' reuses the Redis of limits.backend, which is "
+                                        "memory; name a redis:// URL here or set limits.backend",
+    "cache_price_bad.yaml": "9: plans.p.cache.price_per_hit: 'free' does not have the expected format (flat USD "
+                            'billed per cache hit instead of tokens (default 0), such as "0.0001"; at most nine '
+                            "decimals)",
     "limits_backend.yaml": "2: limits.backend: 'redis:/127.0.0.1' does not have the expected format "
                            "(memory, or redis://host:port/db)",
     "limits_hold_ttl.yaml": "3: limits.hold_ttl: must be at least 300ms",

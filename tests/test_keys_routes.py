@@ -21,7 +21,7 @@ async def test_create_key_shows_it_once(api, clock):
                                                "moderations", "images", "audio", "rerank"],
         "models": None, "tags": [], "limits": {}, "expires_at": None, "created_at": int(clock.now),
         "last_used_at": None, "revoked_at": None, "previous_key_expires_at": None,
-        "capture": False, "key": created["key"],
+        "capture": False, "cache": None, "key": created["key"],
     }
     shown = await (await api.client.get(f"/api/keys/{created['id']}", headers=headers)).json()
     assert "key" not in shown

@@ -33,7 +33,7 @@ async def test_database_is_a_store(db):
 def test_migration_sets_are_listed_not_registered_by_import():
     assert [m.name for m in gateway_migrations()] == [
         "bluesminds.store", "bluesminds.auth", "bluesminds.usage", "bluesminds.webhooks", "bluesminds.responses",
-        "bluesminds.billing", "bluesminds.capture"]
+        "bluesminds.billing", "bluesminds.capture", "bluesminds.cache"]
 
 
 async def test_a_database_applies_exactly_the_sets_it_is_given(tmp_path):

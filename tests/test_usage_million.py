@@ -36,6 +36,7 @@ def generated(lo: int, hi: int):
             (prompt * 2_500 + completion * 10_000), 5.0 + (h >> 3) % 60_000 / 2.0, None, False,
             None,  # reasoning_tokens
             None,  # replay_of
+            False, 0,  # cache_hit, cost_saved_nano
         )
 
 

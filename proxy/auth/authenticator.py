@@ -166,6 +166,7 @@ class Authenticator:
                 is_admin=user.is_admin,
                 email=user.email,
                 capture=key.capture,
+                cache=key.cache,
             )
             entry.principal_user = user
         self._last_used[key.id] = now

@@ -81,6 +81,8 @@ def check_settings(
         columns["limits"] = orjson.dumps(limits).decode()
     if "capture" in body:
         columns["capture"] = int(body["capture"])
+    if "cache" in body:
+        columns["cache"] = None if body["cache"] is None else int(body["cache"])
     if "expires_at" in body:
         expires_at = body["expires_at"]
         if expires_at is not None and expires_at <= now:
@@ -139,6 +141,7 @@ class ApiKey:
     previous_retires_at: float | None  # an older secret still works until then
     capture: bool = False  # its requests' bodies are captured (redacted), for logs and replay
     tags: tuple[str, ...] = ()  # the owner's labels, which routing rules may match
+    cache: bool | None = None  # the response cache: on, off, or None to follow the plan
 
     def public(self, *, last_used_at: float | None = None) -> dict[str, Any]:
         last_used = max(filter(None, (self.last_used_at, last_used_at)), default=None)
@@ -158,6 +161,7 @@ class ApiKey:
             "revoked_at": _seconds(self.revoked_at),
             "previous_key_expires_at": _seconds(self.previous_retires_at),
             "capture": self.capture,
+            "cache": self.cache,
         }
 
 
@@ -170,7 +174,7 @@ SELECT k.id, k.user_id, k.name, k.scopes, k.models, k.limits, k.expires_at, k.cr
        k.last_used_at, k.revoked_at,
        (SELECT lookup_id FROM api_key_secrets s WHERE s.key_id = k.id ORDER BY s.id DESC LIMIT 1),
        (SELECT max(retires_at) FROM api_key_secrets s WHERE s.key_id = k.id AND s.retires_at > ?),
-       k.capture, k.tags
+       k.capture, k.tags, k.cache
 FROM api_keys k
 """
 
@@ -199,6 +203,7 @@ def _key(row: sqlite3.Row) -> ApiKey:
         previous_retires_at=row[11],
         capture=bool(row[12]),
         tags=tuple(orjson.loads(row[13])),
+        cache=None if row[14] is None else bool(row[14]),
     )
 
 

@@ -35,6 +35,7 @@ class Principal:
     email: str | None = None
     capture: bool = False  # the key's owner opted in to capturing its bodies (proxy/capture/)
     tags: frozenset[str] = frozenset()  # the key's tags, for routing rules
+    cache: bool | None = None  # the key's response-cache setting; None follows the plan (proxy/cache/policy.py)
 
     def may_use_model(self, model: str, plan_models: tuple[str, ...]) -> bool:
         if "*" not in plan_models and model not in plan_models:

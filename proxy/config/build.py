@@ -24,6 +24,7 @@ from .source import ConfigError, ConfigProblem, Source, managed_file_for, read_s
 from ..billing.money import BadAmount, to_nano
 from ..capture.settings import build_capture
 from .units import parse_duration, parse_size
+from ..cache.settings import CacheSettings, PlanCache
 from .urls import BadURL, normalise_upstream_url
 
 log = logging.getLogger("bluesminds.config")
@@ -121,6 +122,8 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
     billing = build_billing(b, d.get("billing") or {})
     capture = build_capture(d.get("capture") or {}, lambda path, message, value: b.problem(path, message, value, True),
                             frozenset(plans))
+    cache = build_cache(b, d.get("cache") or {}, limits)
+    _check_plan_cache_ttls(b, plans, cache)
 
     if b.problems:
         raise ConfigError(b.problems)
@@ -130,6 +133,7 @@ def build_snapshot(source: Source, path: str, *, environ: Mapping[str, str]) -> 
         billing=billing, model_lookup=model_lookup, upstream_by_name=by_name, digest=digest_of(source),
         files=tuple(source.files), managed_file=managed_file_for(path), webhooks=webhooks,
         capture=capture,
+        cache=cache,
     )
     return snapshot, b.warnings
 
@@ -381,7 +385,8 @@ def _build_plans(b: _Builder, raw: dict[str, Any], models: Mapping[str, ModelCon
                     b.problem(("plans", name, "models", j), f"model '{m}' is not declared in models", m, True)
         spec = dict(spec)
         price = _plan_price(b, name, spec.pop("price", None), spec.pop("price_usd_month", None), models)
-        plans[name] = _settings(PlanConfig, spec, name=name, models=allowed, price=price)
+        cache = _plan_cache(b, name, spec.pop("cache", None) or {})
+        plans[name] = _settings(PlanConfig, spec, name=name, models=allowed, price=price, cache=cache)
     return plans
 
 
@@ -407,6 +412,38 @@ def _plan_price(b: _Builder, plan: str, raw: Mapping[str, Any] | None, legacy: A
         overage.append((model, build_pricing(b, ("plans", plan, "price", "overage", model), pricing)))
     return PlanPrice(monthly_fee_nano=fee_nano, included_tokens=int(raw.get("included_tokens") or 0),
                      overage=tuple(sorted(overage)), creem_product_id=raw.get("creem_product_id"))
+
+
+def build_cache(b: _Builder, raw: Mapping[str, Any], limits: LimitsSettings) -> CacheSettings:
+    raw = dict(raw)
+    if raw.get("backend") == "limits":
+        if not limits.shared:
+            b.problem(("cache", "backend"), "'limits' reuses the Redis of limits.backend, which is memory; "
+                      "name a redis:// URL here or set limits.backend", "limits", True)
+        raw["backend"] = limits.backend
+    for name in ("max_bytes", "max_entry_bytes"):
+        if name in raw:
+            raw[name] = parse_size(raw[name])
+    return _settings(CacheSettings, raw, durations=("ttl_seconds", "max_ttl_seconds"))
+
+
+def _plan_cache(b: _Builder, plan: str, raw: Mapping[str, Any]) -> PlanCache:
+    raw = dict(raw)
+    price = raw.pop("price_per_hit", 0)
+    try:
+        price_nano = to_nano(price)
+    except BadAmount as exc:
+        b.problem(("plans", plan, "cache", "price_per_hit"), f"not an amount: {exc}", price, True)
+        price_nano = 0
+    return _settings(PlanCache, raw, durations=("ttl_seconds",), price_per_hit_nano=price_nano)
+
+
+def _check_plan_cache_ttls(b: _Builder, plans: Mapping[str, PlanConfig], cache: CacheSettings) -> None:
+    for name, plan in plans.items():
+        ttl = plan.cache.ttl_seconds
+        if ttl is not None and ttl > cache.max_ttl_seconds:
+            b.problem(("plans", name, "cache", "ttl_seconds"), f"{ttl:g}s is longer than cache.max_ttl_seconds "
+                      f"({cache.max_ttl_seconds:g}s); shorten it or raise the bound", ttl, True)
 
 
 def build_billing(b: _Builder, raw: Mapping[str, Any]) -> BillingSettings:

@@ -20,6 +20,7 @@ SECTIONS = (
     "server", "database", "admin", "auth", "health", "retry",
     "upstreams", "models", "plans", "routing", "upstream_overrides", "webhooks", "billing", "limits",
     "capture",
+    "cache",
 )
 
 

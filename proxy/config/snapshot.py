@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
+from ..cache.settings import NO_CACHE, CacheSettings, PlanCache
+
 WILDCARD = "*"
 
 
@@ -214,6 +216,7 @@ class PlanConfig:
     default_max_tokens: int = 1024
     price: PlanPrice = PlanPrice()
     per_user: bool = False  # rpm/tpm buckets shared by all of a user's keys
+    cache: PlanCache = NO_CACHE  # the response cache (proxy/cache/): off unless the plan enables it
 
     def allows_model(self, model: str) -> bool:
         return WILDCARD in self.models or model in self.models
@@ -365,6 +368,7 @@ class Snapshot:
     managed_file: str | None = None
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     capture: "CaptureSettings" = field(default_factory=_capture_defaults)
+    cache: CacheSettings = CacheSettings()
 
     def __post_init__(self) -> None:
         # Shared by every request in flight: a frozen dataclass holding a plain

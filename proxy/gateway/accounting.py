@@ -33,7 +33,8 @@ def answer_tokens(call: Call, body: bytes) -> tuple[Tokens, bool]:
 
 
 def account(call: Call, status: int, *, tokens: Tokens | None = None, estimated: bool = False,
-            partial: bool = False, error_type: str | None = None) -> None:
+            partial: bool = False, error_type: str | None = None, hit=None) -> None:
+    """`hit` (proxy/cache/step.py's CacheHit): answered from the cache, billed at its flat price."""
     if call.accounted:
         return
     call.accounted = True
@@ -52,6 +53,8 @@ def account(call: Call, status: int, *, tokens: Tokens | None = None, estimated:
     pricing = (call.plan.price.pricing_for(call.model) if call.plan else call.model.pricing) \
         if call.model else None
     cost = pricing.cost_nano(prompt, completion, cached or 0) if pricing and tokens else 0
+    if hit is not None:
+        cost = hit.price_nano
     if call.reservation is not None:
         limiter = app[LIMITER]
         if tokens is None:
@@ -79,4 +82,5 @@ def account(call: Call, status: int, *, tokens: Tokens | None = None, estimated:
             cached_tokens=cached, reasoning_tokens=reasoning, estimated=estimated, partial=partial, cost_nano=cost,
             latency_ms=latency * 1000.0,
             ttfb_ms=None if call.ttfb is None else call.ttfb * 1000.0,
-            stream=bool(parsed and parsed.stream), replay_of=call.replay_of, capture=captured))
+            stream=bool(parsed and parsed.stream), replay_of=call.replay_of, capture=captured,
+            cache_hit=hit is not None, cost_saved_nano=hit.saved_nano if hit is not None else 0))

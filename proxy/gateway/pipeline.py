@@ -1,6 +1,9 @@
 """The one pipeline every route family runs:
 
-    intake → admission → route (routing/rules.py) → forward (upstream/forward.py) → relay → accounting
+    intake → admission → [cache] → route (routing/rules.py) → forward (upstream/forward.py) → relay → accounting
+
+The cache step (proxy/cache/step.py) runs only for a plan that enables the
+cache; it wraps route, forward and relay, and may answer without them.
 
 `handle` is the whole life of a request; `routes` turns family descriptions
 into aiohttp routes. A failure anywhere becomes the family's error shape here,
@@ -17,6 +20,7 @@ from aiohttp import web
 from .. import access_log
 from ..appkeys import CONFIG, FORWARDER, REQUEST_IDS, TRACER
 from ..bodies import read_body
+from ..cache import step as cache_step
 from ..errors import GatewayError, UpstreamClientError
 from .accounting import account
 from .admission import admit
@@ -80,7 +84,6 @@ def _note(request: web.Request, call: Call) -> None:
 
 
 async def _run(request: web.Request, call: Call) -> web.StreamResponse:
-    app = request.app
     family = call.family
     try:
         if call.parsed is not None:
@@ -96,21 +99,9 @@ async def _run(request: web.Request, call: Call) -> web.StreamResponse:
             with call.tracer.step("admission"):
                 await admit(request, call)
         call.capture = start_capture(call)
-        if family.forward is not None:
-            reply = await family.forward(call)
-        else:
-            forwarder = app[FORWARDER]
-            route = forwarder.router.route(call.snapshot, call.model, route_facts(request, call))
-            reply = await forwarder.send(call.snapshot, call.model, call.parsed, call.request_id, family,
-                                         chain=route.chain, prompt_tokens=call.prompt_estimate)
-        call.upstream = reply.upstream.name
-        call.model = reply.model  # the model that served: priced, counted and logged as such
-        if call.parsed.stream:
-            if call.tracer is None:
-                return await stream(request, call, reply)
-            with call.tracer.step("stream"):
-                return await stream(request, call, reply)
-        return complete(call, reply)
+        if call.plan.cache.enabled:
+            return await cache_step.serve(request, call, _answer)
+        return await _answer(request, call)
     except GatewayError as exc:
         # The usage row and the access line name the upstream that answered, when one did.
         call.upstream = getattr(exc, "upstream", None) or call.upstream
@@ -142,6 +133,26 @@ async def replay(request: web.Request, family: Family, raw: bytes, principal, re
     except GatewayError as exc:
         return family.error_response(exc, {"x-request-id": call.request_id})
     return await _run(request, call)
+
+
+async def _answer(request: web.Request, call: Call, tap=None) -> web.StreamResponse:
+    """Route, forward and relay: an upstream's answer; `tap` sees a stream's upstream bytes (the cache)."""
+    family = call.family
+    if family.forward is not None:
+        reply = await family.forward(call)
+    else:
+        forwarder = request.app[FORWARDER]
+        route = forwarder.router.route(call.snapshot, call.model, route_facts(request, call))
+        reply = await forwarder.send(call.snapshot, call.model, call.parsed, call.request_id, family,
+                                     chain=route.chain, prompt_tokens=call.prompt_estimate)
+    call.upstream = reply.upstream.name
+    call.model = reply.model  # the model that served: priced, counted and logged as such
+    if call.parsed.stream:
+        if call.tracer is None:
+            return await stream(request, call, reply, tap=tap)
+        with call.tracer.step("stream"):
+            return await stream(request, call, reply, tap=tap)
+    return complete(call, reply)
 
 
 def endpoint(family: Family) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -57,7 +57,8 @@ def _scrubber(call: Call):
     return scrub
 
 
-async def stream(request: web.Request, call: Call, reply: UpstreamReply) -> web.StreamResponse:
+async def stream(request: web.Request, call: Call, reply: UpstreamReply, tap=None) -> web.StreamResponse:
+    """`tap.feed` sees every upstream chunk as it arrives (the cache assembles the answer from them)."""
     framing = call.family.framing
     relay = framing.new_relay(strip_usage=not call.parsed.include_usage, scrub=_scrubber(call))
     view = None if framing.binary else tenant_view(reply.model.upstream_model, reply.model.name, events=True)
@@ -75,6 +76,8 @@ async def stream(request: web.Request, call: Call, reply: UpstreamReply) -> web.
         chunk = reply.first_chunk
         upstream = reply.response
         while chunk:
+            if tap is not None:
+                tap.feed(chunk)
             out = relay.feed(chunk)
             if out:
                 if view is not None:

@@ -25,9 +25,10 @@ def gateway_migrations() -> tuple[sqlite_utils.Migrations, ...]:
     # Imported here, not at the top: the feature packages import the store.
     from ..auth.tables import migrations as auth
     from ..billing.tables import migrations as billing
+    from ..cache.tables import migrations as cache
     from ..gateway.response_ids import migrations as responses
     from ..usage.schema import migrations as usage
     from ..webhooks.outbox import migrations as webhooks
     from ..capture.tables import migrations as capture  # after auth and usage: it adds columns to both
 
-    return (STORE, auth, usage, webhooks, responses, billing, capture)
+    return (STORE, auth, usage, webhooks, responses, billing, capture, cache)

@@ -32,6 +32,8 @@ class UsageRecord:
     # Redacted bodies (proxy/capture/record.py Captured), written beside the row in its
     # batch's transaction; not a column of `usage`.
     capture: object | None = None
+    cache_hit: bool = False  # answered from the response cache: 0 upstream tokens, the per-hit price
+    cost_saved_nano: int = 0  # a hit: what the answer cost when it was bought (not billed)
 
     @property
     def is_error(self) -> bool:
