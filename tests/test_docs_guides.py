@@ -84,7 +84,7 @@ def test_the_documented_defaults_are_the_loaders(tmp_path):
                "health": snapshot.health, "retry": snapshot.retry, "limits": snapshot.limits,
                "webhooks": snapshot.webhooks, "upstreams": snapshot.upstreams[0], "models": snapshot.models["m"],
                "plans": snapshot.plans["free"], "billing": snapshot.billing, "admin": snapshot.admin,
-               "capture": snapshot.capture}
+               "capture": snapshot.capture, "cache": snapshot.cache}
     checked = 0
     for section, obj in objects.items():
         for key, default in documented[section].items():
