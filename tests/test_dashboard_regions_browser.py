@@ -13,7 +13,14 @@ from proxy.cli.accounts import create_user_and_key
 from proxy.fake_upstream import start_fake_upstream
 
 from .gateway_harness import GatewayHarness, upstream_entry
-from .test_dashboard_browser import CHROMIUM, PASSWORD, async_playwright, log_in, new_page, table_cells
+from .test_dashboard_browser import (
+    CHROMIUM,
+    PASSWORD,
+    async_playwright,
+    log_in,
+    new_page,
+    table_cells,
+)
 
 if async_playwright is not None:
     from playwright.async_api import expect
