@@ -18,16 +18,20 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# First, ahead of bench/ itself: its own tests/ package would shadow the repo's.
-sys.path.insert(0, REPO)
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
 
 import aiohttp  # noqa: E402
 import orjson  # noqa: E402
+import yaml  # noqa: E402
 
+from bench.gateway_config import PLAN, gateway_sections  # noqa: E402
+from proxy import server  # noqa: E402
+from proxy.app import create_app  # noqa: E402
 from proxy.appkeys import FORWARDER, TRACER  # noqa: E402
+from proxy.cli.accounts import create_user_and_key  # noqa: E402
 from proxy.fake_upstream import start_fake_upstream  # noqa: E402
 from proxy.observability.tracing import Tracer  # noqa: E402
-from tests.gateway_harness import GatewayHarness, upstream_entry  # noqa: E402
 
 
 def dropping_provider():
@@ -54,31 +58,47 @@ async def timed(session, url: str, headers: dict, body: bytes, n: int) -> list[f
     return out
 
 
+async def start_gateway(tmp: str, upstream_url: str):
+    """The bench config (bench/gateway_config.py) in `tmp`, served in this process as
+    `bluesminds serve` would: the app, its runner, its base URL and a tenant's key."""
+    sections = gateway_sections([upstream_url], port=0)
+    sections["auth"]["bcrypt_rounds"] = 4  # the key is checked once, then cached: no need for cost 12
+    os.makedirs(os.path.join(tmp, "data"))
+    with open(os.path.join(tmp, "gateway.yaml"), "w") as fh:
+        yaml.safe_dump(sections, fh)
+    _, key = create_user_and_key(os.path.join(tmp, "data", "bench.db"), "bench@example.com",
+                                 "correct horse battery", PLAN, "bench", bcrypt_rounds=4)
+    app = create_app(tmp, watch=False)
+    runner, port = await server.start(app, "127.0.0.1", 0)
+    return app, runner, f"http://127.0.0.1:{port}", key
+
+
 async def main(requests: int, rounds: int) -> None:
     fake = await start_fake_upstream(name="a")
-    with tempfile.TemporaryDirectory() as tmp:
-        harness = await GatewayHarness.write(os.path.join(tmp, "c"), [upstream_entry("a", fake.url)],
-                                             server={"access_log": False}).start()
-        tracer = Tracer(dropping_provider())
-        app = harness.app
-        url = harness.url + "/v1/chat/completions"
-        bodies = {"chat": orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
-                  "stream": orjson.dumps({"model": "gpt-4o-mini", "stream": True,
-                                          "messages": [{"role": "user", "content": "hi"}]})}
-        results: dict[tuple[str, str], list[float]] = {}
+    runner = None
+    results: dict[tuple[str, str], list[float]] = {}
+    bodies = {"chat": orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
+              "stream": orjson.dumps({"model": "gpt-4o-mini", "stream": True,
+                                      "messages": [{"role": "user", "content": "hi"}]})}
+    tracer = Tracer(dropping_provider())
+    with tempfile.TemporaryDirectory(prefix="bm-trace-bench-") as tmp:
         try:
+            app, runner, base, key = await start_gateway(tmp, fake.url)
+            url = base + "/v1/chat/completions"
+            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
             async with aiohttp.ClientSession() as session:
                 for scenario, body in bodies.items():
-                    await timed(session, url, harness.headers(), body, min(200, requests))  # warm-up
+                    await timed(session, url, headers, body, min(200, requests))  # warm-up
                     for _ in range(rounds):
                         for mode in ("off", "on"):
                             # The app is running: swap the references the request path reads.
                             app._state[TRACER] = tracer if mode == "on" else None  # noqa: SLF001
                             app[FORWARDER].tracer = tracer if mode == "on" else None
                             results.setdefault((scenario, mode), []).extend(
-                                await timed(session, url, harness.headers(), body, requests))
+                                await timed(session, url, headers, body, requests))
         finally:
-            await harness.stop()
+            if runner is not None:
+                await runner.cleanup()
             await fake.stop()
             tracer.provider.shutdown()
     print(f"python {sys.version.split()[0]}, {rounds} rounds × {requests} sequential requests per mode")

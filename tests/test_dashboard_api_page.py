@@ -48,7 +48,12 @@ async def test_the_reference_page_lists_post_api_keys_with_its_fields(dash, tmp_
         await page.wait_for_url(dash.url + "/dashboard/api")
 
         await expect(page.get_by_role("heading", name="API reference", level=1)).to_be_visible()
-        await expect(page.get_by_role("navigation", name="Dashboard")).to_be_visible()
+        site_nav = page.get_by_role("navigation", name="Dashboard")
+        await expect(site_nav).to_be_visible()
+        # The page is in the nav, marked as the current one; "API keys" (a prefix of its path) is not.
+        await expect(site_nav.locator("[aria-current=page]")).to_have_text(["API reference"])
+        await expect(site_nav.get_by_role("link", name="API reference", exact=True)).to_have_attribute(
+            "href", "/dashboard/api")
         route = page.get_by_role("article", name="POST /api/keys", exact=True)
         await expect(route).to_contain_text("Create an API key")
         await expect(route).to_contain_text("Auth: A session")
@@ -60,7 +65,16 @@ async def test_the_reference_page_lists_post_api_keys_with_its_fields(dash, tmp_
         errors_table = route.get_by_role("table", name="Errors of POST /api/keys")
         await expect(errors_table.get_by_role("row", name="400 unknown_parameter")).to_be_visible()
         await expect(route.get_by_role("figure", name="Example request")).to_contain_text('"laptop"')
+        # Backticked words in the descriptions are code, escaped, not literal backticks.
+        stale = route.locator("code", has_text="Authorization: Bearer bms_…")
+        await expect(stale).to_have_count(1)
+        assert "`" not in await route.inner_text()
         chat = page.get_by_role("article", name="POST /v1/chat/completions", exact=True)
+        await expect(chat.get_by_role("table", name="Errors of POST /v1/chat/completions").locator(
+            "code", has_text="server.max_body")).to_have_count(1)
+        anthropic = page.get_by_role("article", name="POST /v1/messages", exact=True)
+        await expect(anthropic.locator("p code").filter(
+            has_text='{"type": "error", "error": {"type", "message"}}')).to_have_count(1)
         await expect(chat).to_contain_text("Also at /api/v1/chat/completions, /chat/completions.")
         await page.get_by_role("navigation", name="API sections").get_by_role("link", name="Billing").click()
         await expect(page.get_by_role("heading", name="Billing", level=2)).to_be_in_viewport()

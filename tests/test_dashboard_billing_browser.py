@@ -209,7 +209,11 @@ async def test_a_webhook_made_in_the_browser_shows_its_secret_once_and_its_test_
     assert secret.startswith("whsec_")
     await shoot(page, tmp_path, f"{viewport_name}-settings-webhook-secret")
 
-    await page.get_by_role("button", name="Done").click()
+    # Done, Retry, Disable and Enable reload the page from its own script once the API has
+    # answered: the test waits for that load before it reads the page or reloads it itself,
+    # or its reload races the page's and Playwright's target is swapped under it.
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Done").click()
     row = page.locator("#webhooks-table tbody tr", has_text=hook_url)
     await expect(row.locator(".badge")).to_have_text("active")
     await expect(row.locator("td").first).to_have_text("invoice.finalized, key.created")
@@ -232,16 +236,20 @@ async def test_a_webhook_made_in_the_browser_shows_its_secret_once_and_its_test_
     await shoot(page, tmp_path, f"{viewport_name}-webhook-deliveries")
 
     # Retry sends it again: a second attempt, a second request at the receiver.
-    await page.get_by_role("button", name=f"Retry delivery").click()
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Retry delivery").click()
+    await expect(page.get_by_role("status")).to_have_text("Delivery queued again.")
     await sent_tests(receiver, 2)
     await _reload_until(page, table.locator("td.num"), "2")
 
     # Disable says why; enable; delete.
-    await page.get_by_role("button", name="Disable", exact=True).click()
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Disable", exact=True).click()
     await expect(page.locator("#endpoint-state")).to_have_text("disabled")
     await expect(page.locator("main")).to_contain_text("disabled through the API (since 2026-03-10 12:00:00 UTC)")
     await expect(page.get_by_role("button", name="Retry delivery")).to_have_count(0)
-    await page.get_by_role("button", name="Enable", exact=True).click()
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Enable", exact=True).click()
     await expect(page.locator("#endpoint-state")).to_have_text("active")
     await page.goto(gw.url + "/dashboard/settings")
     page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))

@@ -236,7 +236,7 @@ async def test_tenant_gets_403_on_admin_and_admin_nav_is_hidden(dash, browser):
     await log_in(page, dash, "tenant@example.com")
     nav = page.get_by_role("navigation", name="Dashboard")
     await expect(nav.get_by_role("link")).to_have_text(
-        ["Overview", "API keys", "Usage", "Logs", "Billing", "Settings"])
+        ["Overview", "API keys", "Usage", "Logs", "Billing", "Settings", "API reference"])
     response = await page.goto(dash.url + "/dashboard/admin")
     assert response.status == 403
     await expect(page.get_by_role("heading", name="Not allowed here")).to_be_visible()

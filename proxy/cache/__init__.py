@@ -5,6 +5,7 @@
     memory.py     one process: TTL (injected clock) and a byte bound with LRU eviction
     redis_store.py  shared by every worker: the same seam on Redis (redis-py asyncio)
     keying.py     the entry key: a hash of the canonical request
+    routed.py     the routing rule and served model the key names (a weighted split is not cached)
     policy.py     whether a request reads or writes the cache (plan, key, header, Cache-Control)
     assemble.py   a completed stream turned into the canonical non-stream body that is stored
     replay.py     a stored body served again: as JSON, or as the family's SSE stream
@@ -13,6 +14,7 @@
     tables.py     the migration: the key's cache setting, a usage row's hit mark and cost saved
     setup.py      the store's lifecycle on the app, and its /metrics series
 
-Nothing here imports the gateway at module import time except step.py, so the
+Nothing here imports the gateway at module import time except step.py (and
+routed.py, which only step.py imports), so the
 config can import settings.py without a cycle.
 """

@@ -2,7 +2,8 @@
 
 `serve` wraps the rest of the pipeline (`answer`: forward and relay). It
 decides (policy.py) whether this request may read or write the cache; when it
-may not, it calls `answer` and costs a plan lookup. Otherwise:
+may not, or a routing rule with a weighted split matches (routed.py), it calls
+`answer` and costs a plan lookup. Otherwise:
 
 - a live entry answers at once, whole or as a synthesized stream, with
   `x-bluesminds-cache: HIT` and `age`; it is accounted as a hit (0 upstream
@@ -30,6 +31,7 @@ from .assemble import assembler_for
 from .keying import cache_key, scope_of
 from .policy import HEADER, decide
 from .replay import stream_bytes
+from .routed import SPLIT, route_tag
 
 Answer = Callable[..., Awaitable[web.StreamResponse]]  # (request, call, tap=None)
 
@@ -49,8 +51,11 @@ async def serve(request: web.Request, call: Call, answer: Answer) -> web.StreamR
                       key_setting=call.principal.cache, headers=request.headers)
     if not decision.write:
         return await answer(request, call)
+    route = route_tag(request, call)
+    if route is SPLIT:
+        return await answer(request, call)
     scope = scope_of(user_id=call.principal.user_id, plan=call.plan.name, shared=plan_cache.shared)
-    key = cache_key(family=call.family.name, model=call.model.name, body=parsed.body, scope=scope)
+    key = cache_key(family=call.family.name, model=call.model.name, body=parsed.body, scope=scope, route=route)
     if key is None:
         return await answer(request, call)
     app = request.app

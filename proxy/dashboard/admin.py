@@ -44,7 +44,7 @@ async def admin_page(request: web.Request, caller: Caller) -> web.Response:
     more = None
     if users["has_more"]:
         more = {**{k: v for k, v in filters.items() if k != "after"}, "after": users["last_id"]}
-    return render(request, "admin.html", caller=caller, title="Admin", servers=rows,
+    return render(request, "admin.html", caller=caller, title="Admin", servers=rows, regions=health["regions"],
                   events=list(reversed(health["events"]))[:20], config=config,
                   users=users["data"], more_users=more, user_filters=filters,
                   plans=sorted(snapshot_of(request).plans),

@@ -15,7 +15,7 @@ from aiohttp import web
 from ..appkeys import JINJA, STATIC_FILES
 from ..auth.management import Caller, identify
 from ..errors import AuthenticationFailed, GatewayError, NotFound, PermissionDenied
-from . import formats
+from . import formats, prose
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -37,6 +37,7 @@ NAV = (
     ("Logs", "/dashboard/logs"),
     ("Billing", "/dashboard/billing"),
     ("Settings", "/dashboard/settings"),
+    ("API reference", "/dashboard/api"),
 )
 ADMIN_NAV = (("Admin", "/dashboard/admin"),)
 
@@ -72,6 +73,7 @@ def setup(app: web.Application) -> None:
         lstrip_blocks=True,
     )
     env.filters.update(formats.FILTERS)
+    env.filters["code_spans"] = prose.code_spans
     # A content hash in the URL lets browsers keep static files for a year.
     env.globals["static"] = lambda name: f"/dashboard/static/{name}?v={static.version(name)}"
     app[JINJA] = env

@@ -1,6 +1,6 @@
 /* BluesMinds dashboard: writes go to the JSON API with fetch (which is what the
    API's CSRF check asks of a browser), charts are drawn from the tables beside them,
-   and the admin page's health cells refresh themselves. No inline script anywhere. */
+   and the admin page's health cells (per server and per region) refresh themselves. No inline script anywhere. */
 (function () {
   "use strict";
 
@@ -253,6 +253,16 @@
               cell.textContent = format(field, row[field]);
               if (field === "state") { cell.className = "badge " + row.state; }
             });
+          });
+          (body.regions ? body.regions.regions : []).forEach(function (region) {
+            var tr = document.querySelector('#regions-table tr[data-region="' + CSS.escape(region.region) + '"]');
+            if (!tr) { return; }
+            var count = tr.querySelector('[data-region-field="healthy_count"]');
+            count.textContent = String(region.healthy_count);
+            count.className = "badge " + (region.healthy_count === region.total ? "healthy"
+              : region.healthy_count === 0 ? "down" : "degraded");
+            tr.querySelector('[data-region-field="total"]').textContent = String(region.total);
+            tr.querySelector('[data-region-field="healthy"]').textContent = region.healthy.join(", ") || "none";
           });
           if (label) { label.textContent = "live · updated " + new Date().toISOString().slice(11, 19) + " UTC"; }
         }, function () { if (label) { label.textContent = "live updates paused: the gateway did not answer"; } });
