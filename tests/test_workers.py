@@ -114,6 +114,18 @@ class Fleet:
                 self.proc.kill()
                 self.proc.wait()
 
+    async def shutdown(self, seconds: float = 90.0) -> None:
+        """SIGTERM, then wait without blocking this loop: the fake upstreams the
+        draining workers may still be talking to run on it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(self.proc.wait, seconds)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait)
+
 
 async def gone(pid: int, seconds: float = 10.0) -> None:
     """Wait (bounded) until a killed process has closed its files.
@@ -254,10 +266,10 @@ async def test_limits_are_exact_across_four_workers_and_at_a_window_edge(tmp_pat
         assert statuses(await burst(fleet.url, fleet.keys["dollar"], EMBED, 20,
                                     "/v1/embeddings")) == {429: 20}
     finally:
-        fleet.stop()
+        await fleet.shutdown()
         await fake.stop()
     assert spent_nano(fleet.harness.db_path, "dollar@example.com") == 1_000_000_000  # exactly $1
-    assert fleet.proc.returncode == 0
+    assert fleet.proc.returncode == 0, fleet.log()[-4000:]
 
 
 # -- faults -------------------------------------------------------------------------------
@@ -329,10 +341,10 @@ async def test_a_killed_workers_holds_expire_and_the_others_keep_serving(tmp_pat
     finally:
         for session in sessions:
             await session.close()
-        fleet.stop()
+        await fleet.shutdown()
         await fast.stop()
         await slow.stop()
-    assert fleet.proc.returncode == 0
+    assert fleet.proc.returncode == 0, fleet.log()[-4000:]
 
 
 async def test_redis_down_fails_quotas_closed_and_an_empty_restart_never_overshoots(tmp_path):
@@ -385,7 +397,7 @@ async def test_redis_down_fails_quotas_closed_and_an_empty_restart_never_oversho
             assert statuses(await burst(fleet.url, fleet.keys["daily100"], CHAT, 50)) == {429: 50}
             assert "the shared limiter at" in fleet.log() and "is back" in fleet.log()
         finally:
-            fleet.stop()
+            await fleet.shutdown()
     finally:
         await fake.stop()
         redis.close()
@@ -425,6 +437,6 @@ async def test_a_server_drain_reaches_every_worker(tmp_path, redis_server):
             assert time.monotonic() < deadline, "a worker kept sending to the drained server"
             await asyncio.sleep(0.1)
     finally:
-        fleet.stop()
+        await fleet.shutdown()
         await a.stop()
         await b.stop()
