@@ -20,7 +20,7 @@ from .postgres_server import needs_postgres, start_postgres
 
 pytestmark = [needs_postgres, pytest.mark.timeout(180)]
 
-CLIENTS = 6
+CLIENTS = 5
 PER_PHASE = 100  # three phases: before, during and after the outage, 300 requests in all
 OUTAGE_S = 5.0
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "how are you today"}]}
