@@ -19,7 +19,7 @@ from proxy.scaleout.broadcast import parse, server_change
 
 from .gateway_harness import GatewayHarness, upstream_entry
 from .postgres_server import needs_postgres, postgres_server, postgres_url  # noqa: F401
-from .redis_server import needs_redis, redis_server  # noqa: F401
+from .redis_server import RedisServer, needs_redis, redis_server  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -127,6 +127,40 @@ async def test_two_gateways_sharing_redis_hear_each_others_admin_actions(
     finally:
         await east.stop()
         await west.stop()
+
+
+@needs_redis
+async def test_the_listener_resubscribes_by_itself_after_redis_restarts(tmp_path, monkeypatch, upstreams):
+    monkeypatch.setenv(ADMIN_ENV, ADMIN_KEY)
+    redis = RedisServer()
+    redis.start()
+    east_cfg, west_cfg = two_configs(tmp_path, upstreams, limits={"backend": redis.url})
+    east, west = Gateway(east_cfg), Gateway(west_cfg)
+    try:
+        await east.start()
+        await west.start()
+        redis.stop()
+        await eventually(lambda: _cleared(west), True)
+        # Sent while Redis is down: this gateway drains, the other cannot hear it.
+        status, body = await east.call("PATCH", "/api/admin/servers/a", {"drain": True})
+        assert (status, body["state"]) == (200, "draining")
+        assert east.app[BROADCAST].published == 0
+        redis.start()
+        await asyncio.wait_for(west.app[BROADCAST].subscribed.wait(), 15)
+        await asyncio.wait_for(east.app[BROADCAST].subscribed.wait(), 15)
+        assert await _state(west, "b") == "healthy"
+        status, _ = await east.call("PATCH", "/api/admin/servers/b", {"drain": True})
+        assert status == 200
+        await eventually(lambda: _state(west, "b"), "draining")
+        assert await _state(west, "a") == "healthy"  # at most once: the missed one stays missed
+    finally:
+        await east.stop()
+        await west.stop()
+        redis.close()
+
+
+async def _cleared(gateway: Gateway) -> bool:
+    return not gateway.app[BROADCAST].subscribed.is_set()
 
 
 @needs_postgres
