@@ -327,4 +327,15 @@ def _scale_lines(scale: dict[str, dict | str]) -> list[str]:
                      f"reload with nothing changed {reload['reload_unchanged_ms']:.0f} ms (median of {reload['rounds']}).")
     elif reload:
         lines.append(f"- Reload: {reload}")
+    backends = scale.get("backends")
+    if isinstance(backends, dict):
+        for name, f in backends["targets"].items():
+            lines.append(f"- {name}: {f['rps']:.0f} req/s, p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms, "
+                         f"{f['cpu_us_per_request']:.0f} µs CPU per request ({backends['connections']} connections, "
+                         f"median of {backends['rounds']} alternated rounds).")
+        a = backends["admission"]
+        lines.append(f"- One Redis admission (admit + settle): p50 {a['redis_p50_us']:.0f} µs, "
+                     f"p99 {a['redis_p99_us']:.0f} µs; in-process p50 {a['memory_p50_us']:.1f} µs.")
+    elif backends:
+        lines.append(f"- Backends: {backends}")
     return lines

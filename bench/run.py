@@ -252,6 +252,8 @@ def _scale(args, results: Results) -> None:
     _log("scale: reload of 500 upstreams and 200 plans")
     results.scale["reload"] = _run_json(["-m", "bench.scale_reload", "--json",
                                          "--rounds", "3"], 300)
+    _log("scale: SQLite+memory against PostgreSQL+Redis, --workers 1 and 2, next to the bare proxy")
+    results.scale["backends"] = _run_json(["-m", "bench.scale_backends", "--json"], 180)
 
 
 def _micro_argv(name: str, quick: bool) -> list[str]:

@@ -80,6 +80,9 @@ STATIC_FILES: web.AppKey["StaticFiles"] = web.AppKey("dashboard_static", object)
 # -- admin ---------------------------------------------------------------------
 EVENTS: web.AppKey["FleetEvents"] = web.AppKey("fleet_events", object)
 SERVERS_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("admin_servers_lock", asyncio.Lock)
+# Admin actions sent to and heard from other gateways (proxy/scaleout/broadcast.py);
+# absent unless Redis or PostgreSQL is shared.
+BROADCAST: web.AppKey["Broadcast"] = web.AppKey("admin_broadcast", object)
 
 # -- outbound webhooks -------------------------------------------------------------
 WEBHOOKS: web.AppKey["Webhooks"] = web.AppKey("webhooks", object)

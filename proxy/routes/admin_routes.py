@@ -27,6 +27,7 @@ from ..config.snapshot import Snapshot, UpstreamConfig
 from ..config.source import managed_file_for
 from ..errors import ConfigRejected, InvalidRequest, NotFound, PreconditionFailed
 from ..routing.regions import region_health
+from ..scaleout import broadcast
 
 log = logging.getLogger("bluesminds.admin")
 
@@ -90,6 +91,7 @@ def setup(app: web.Application) -> None:
     app[EVENTS] = FleetEvents(app.get(CLOCK, time.time))
     app[SERVERS_LOCK] = asyncio.Lock()
     app.cleanup_ctx.append(_events_ctx)
+    broadcast.setup(app, _apply_broadcast)
     app.router.add_get("/api/admin/config", get_config)
     app.router.add_post("/api/admin/reload", reload_config)
     app.router.add_get("/api/admin/health", get_health)
@@ -141,6 +143,7 @@ async def reload_config(request: web.Request) -> web.Response:
     result = await request.app[CONFIG].reload(reason="admin api")
     if result.error:
         raise ConfigRejected("The reload", result)
+    await broadcast.publish(request.app, {"action": "reload"})
     return reply({"changed": result.changed, "version": result.version, "digest": result.digest})
 
 
@@ -217,6 +220,9 @@ async def update_server(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     body = await _json_body(request)
     await _change(request, "The server change", lambda doc, snap: managed.update_server(doc, snap, name, body))
+    change = broadcast.server_change(body)
+    if change:
+        await broadcast.publish(request.app, {"action": "server", "name": name, "change": change})
     return _after_change(request, name)
 
 
@@ -234,6 +240,18 @@ def _after_change(request: web.Request, name: str, *, status: int = 200) -> web.
     return response
 
 
+async def _apply_broadcast(app: web.Application, message: dict[str, Any]) -> None:
+    """Another gateway's admin action, carried out on this gateway's own files."""
+    if message["action"] == "reload":
+        result = await app[CONFIG].reload(reason="admin broadcast")
+        if result.error:
+            raise ConfigRejected("The broadcast reload", result)
+        return
+    name, change = message["name"], message["change"]
+    await apply_edit(app, "The broadcast server change",
+                     lambda doc, snap: managed.update_server(doc, snap, name, change), reason="admin broadcast")
+
+
 async def _change(request: web.Request, action: str,
                   edit: Callable[[managed.ManagedDoc, Snapshot], Any]) -> Any:
     """Edit the managed file and reload; on a rejected reload put the file back.
@@ -241,10 +259,15 @@ async def _change(request: web.Request, action: str,
     Honours If-Match against the config digest, so two operators editing from
     the same listing cannot silently overwrite each other.
     """
-    app = request.app
+    return await apply_edit(request.app, action, edit, expected=request.headers.get("If-Match"),
+                            what=f"{request.method} {request.path}")
+
+
+async def apply_edit(app: web.Application, action: str,
+                     edit: Callable[[managed.ManagedDoc, Snapshot], Any], *,
+                     expected: str | None = None, reason: str = "admin api", what: str = "") -> Any:
     holder: ConfigHolder = app[CONFIG]
     path = managed_file_for(holder.path)
-    expected = request.headers.get("If-Match")
     loop = asyncio.get_running_loop()
 
     async def apply() -> Any:
@@ -260,14 +283,13 @@ async def _change(request: web.Request, action: str,
             if content == previous or (previous is None and content == managed.ManagedDoc().to_yaml()):
                 return outcome  # nothing to change, so no new version
             await loop.run_in_executor(None, managed.write_atomic, path, content)
-            result = await holder.reload(reason="admin api")
+            result = await holder.reload(reason=reason)
             if result.error:
                 await loop.run_in_executor(None, managed.write_atomic, path, previous)
                 # The files on disk are the last good ones again; the status says so.
-                await holder.reload(reason="admin api rollback")
+                await holder.reload(reason=f"{reason} rollback")
                 raise ConfigRejected(action, result)
-            log.info("admin change applied: %s %s, config version %d",
-                     request.method, request.path, result.version)
+            log.info("admin change applied: %s, config version %d", what or action, result.version)
             return outcome
 
     # A client that hangs up mid-change must not leave the file written but

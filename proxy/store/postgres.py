@@ -144,6 +144,9 @@ class PgConnection:
     def __init__(self, raw: psycopg.Connection, store: "PostgresStore") -> None:
         self.raw = raw
         self._store = store
+        # Partitions this transaction created: known to exist only once it commits, since
+        # a transaction cut off by a stopping server takes its CREATE TABLE with it.
+        self.created_partitions: set[str] = set()
 
     def execute(self, sql: str, params: Sequence[Any] | dict = ()) -> PgCursor:
         pg, id_column = self._store.translate(sql)
@@ -164,7 +167,9 @@ class PgConnection:
         """Before a usage batch: one batch at a time across workers (rollup.py reads the
         rows above the batch's starting id), and the monthly partitions its rows need."""
         self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (pg_schema.USAGE_WRITE_LOCK,))
-        pg_schema.ensure_partitions(self, self._store.known_partitions, "usage", times)
+        known = set(self._store.known_partitions)
+        pg_schema.ensure_partitions(self, known, "usage", times)
+        self.created_partitions |= known - self._store.known_partitions
 
     def commit(self) -> None:
         self.raw.commit()
@@ -300,8 +305,9 @@ class PostgresStore:
 
     def _run_write(self, fn: Callable[[PgConnection], T]) -> T:
         conn = self._writer_conn()
+        adapter = PgConnection(conn, self)
         try:
-            result = fn(PgConnection(conn, self))
+            result = fn(adapter)
             conn.commit()
         except psycopg.OperationalError as exc:
             if conn.broken or conn.closed:
@@ -311,6 +317,7 @@ class PostgresStore:
         except BaseException:
             _rollback(conn)
             raise
+        self.known_partitions |= adapter.created_partitions
         self._recovered()
         return result
 

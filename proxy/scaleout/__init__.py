@@ -1,0 +1,1 @@
+"""More than one gateway: admin actions broadcast to the others (broadcast.py)."""
