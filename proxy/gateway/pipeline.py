@@ -66,6 +66,11 @@ async def _traced(request: web.Request, call: Call, tracer) -> web.StreamRespons
 
 def _note(request: web.Request, call: Call) -> None:
     # The middleware writes the one access line per request; these are the pipeline's fields.
+    # It reads the live snapshot when the request ends, and so does this: with the line off
+    # (the default), nothing is gathered for it.
+    server = call.app[CONFIG].current.server
+    if not server.access_log:
+        return
     parsed = call.parsed
     access_log.note(request, id=call.request_id,
                     model=call.model.name if call.model else (parsed.model if parsed else None),
@@ -73,7 +78,7 @@ def _note(request: web.Request, call: Call) -> None:
     if parsed is not None and call.model is not None and parsed.model != call.model.name:
         # The model that served differs from the one asked for (an alias, a rule, a fallback).
         access_log.note(request, requested_model=parsed.model)
-    if call.snapshot.server.log_format == "json":
+    if server.log_format == "json":
         principal = call.principal
         tokens = call.tokens
         access_log.detail(request, route=call.route,
