@@ -16,7 +16,7 @@ from .call import Call
 
 
 async def admit(request: web.Request, call: Call) -> None:
-    app = request.app
+    app = call.app
     snapshot = call.snapshot
     family = call.family
     parsed = call.parsed

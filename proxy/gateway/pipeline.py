@@ -39,7 +39,7 @@ def request_id_of(request: web.Request) -> str:
 
 async def handle(request: web.Request, family: Family) -> web.StreamResponse:
     app = request.app
-    call = Call(app, app[CONFIG].current, family, request_id_of(request))
+    call = Call(app, app[CONFIG].current, family, app[REQUEST_IDS].of(request.headers.get("x-request-id")))
     tracer = call.tracer = app[TRACER]
     if tracer is not None:
         return await _traced(request, call, tracer)
@@ -146,7 +146,7 @@ async def _answer(request: web.Request, call: Call, tap=None) -> web.StreamRespo
     if family.forward is not None:
         reply = await family.forward(call)
     else:
-        forwarder = request.app[FORWARDER]
+        forwarder = call.app[FORWARDER]
         route = forwarder.router.route(call.snapshot, call.model, route_facts(request, call))
         reply = await forwarder.send(call.snapshot, call.model, call.parsed, call.request_id, family,
                                      chain=route.chain, prompt_tokens=call.prompt_estimate)
