@@ -78,7 +78,9 @@ async def _answer(request: web.Request, handler) -> web.StreamResponse:
     try:
         if request.method == "OPTIONS" and (answer := cors.preflight(request)) is not None:
             return answer
-        await _admin_gate(request)
+        path = request.path
+        if path == "/metrics" or path.startswith("/api/admin"):  # no gate coroutines for /v1
+            await _admin_gate(request)
         return await handler(request)
     except GatewayError as exc:
         return error_response(exc)

@@ -63,6 +63,8 @@ async def read_body(request: web.Request, server: ServerSettings, *, limit: int 
             raise BodyTooLarge(f"Request body exceeds the limit of {limit} bytes.")
         if inflater is None:
             chunks.append(chunk)
+            if content.at_eof():
+                break  # the usual body, whole in the buffer: no second read to learn it ended
         else:
             await inflater.feed(chunk, chunks)
     if inflater is not None:

@@ -55,43 +55,55 @@ class _GatewayHandler(RequestHandler):
         super().__init__(manager, keepalive_timeout=timeouts.keepalive, **kwargs)
         self._header_timeout = timeouts.header
         self._header_timer: asyncio.TimerHandle | None = None
+        # Loop time the pending request header began at; None while none is pending.
+        # One timer per connection reads it when it fires, rather than a timer armed
+        # and cancelled for every request on a kept-alive connection.
+        self._header_since: float | None = None
         self._last_body = None  # payload of the last request whose headers arrived
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._arm_header_timer()  # a connection that never sends a byte is closed too
+        self._header_started()  # a connection that never sends a byte is closed too
 
     def data_received(self, data: bytes) -> None:
         before = self._request_count
         super().data_received(data)
         if self._request_count != before:
-            self._cancel_header_timer()  # a header is complete
+            self._header_since = None  # a header is complete
             if self._messages:
                 self._last_body = self._messages[-1][1]
-        elif data and self._header_timer is None and not self._receiving_body():
-            self._arm_header_timer()  # the first bytes of the next request on a kept-alive connection
+        elif data and self._header_since is None and not self._receiving_body():
+            self._header_started()  # the first bytes of the next request on a kept-alive connection
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._cancel_header_timer()
+        self._header_since = None
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         super().connection_lost(exc)
 
     def _receiving_body(self) -> bool:
         return self._last_body is not None and not self._last_body.is_eof()
 
-    def _arm_header_timer(self) -> None:
-        self._header_timer = self._loop.call_later(self._header_timeout, self._header_timed_out)
+    def _header_started(self) -> None:
+        self._header_since = self._loop.time()
+        if self._header_timer is None:
+            self._header_timer = self._loop.call_later(self._header_timeout, self._header_check)
 
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _header_timed_out(self) -> None:
+    def _header_check(self) -> None:
         self._header_timer = None
+        since = self._header_since
+        if since is None:
+            return  # no header pending: the next one to start arms the timer again
+        left = since + self._header_timeout - self._loop.time()
+        if left > 0:
+            # This header began after the timer was armed (for an earlier one): its own full period.
+            self._header_timer = self._loop.call_later(left, self._header_check)
+            return
         if self._current_request is not None:
             # A pipelined header started while an answer is still being produced:
             # the answer is not cut for it; the header gets another full period.
-            self._arm_header_timer()
+            self._header_started()
             return
         log.debug("closing a connection whose request header did not arrive within %gs", self._header_timeout)
         self.force_close()

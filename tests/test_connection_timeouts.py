@@ -77,6 +77,29 @@ async def test_a_complete_header_is_not_cut_by_the_header_timeout(tmp_path, fake
     assert data.startswith(b"HTTP/1.1 200 ")
 
 
+async def test_a_later_header_on_a_kept_alive_connection_gets_its_own_full_header_timeout(tmp_path, fake):
+    # One timer serves the whole connection: armed for the first header, it must
+    # neither cut a later header early nor let it trickle on past its own period.
+    harness = await gateway_with(tmp_path, fake, header=SHORT)
+    try:
+        reader, writer = await connect(harness)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+        length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        await asyncio.wait_for(reader.readexactly(length), BOUND)
+        # The connection's timer was armed at its start; this header begins two thirds into it.
+        await asyncio.sleep(SHORT * 2 / 3)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")  # never finished
+        data, took = await closed_after(reader)
+        writer.close()
+    finally:
+        await harness.stop()
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert data == b""
+    assert took >= SHORT * 0.9, f"the second header was cut after {took:.2f}s, before its own {SHORT}s"
+
+
 async def test_a_body_that_stops_arriving_is_a_408_and_the_connection_closes(tmp_path, fake):
     harness = await gateway_with(tmp_path, fake, body=SHORT)
     try:

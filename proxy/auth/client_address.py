@@ -23,16 +23,16 @@ UNKNOWN = "unknown"
 
 def client_address(request: web.Request) -> str:
     """The address the request came from, resolved once per request."""
+    trusted = request.app[CONFIG].current.server.trusted_proxies
+    peer = request.remote  # aiohttp computes it once per request
+    if not trusted and peer and ":" not in peer:
+        # The common case, on every /v1 request: no proxy to believe, and an IPv4
+        # peer as the socket reports it is already in canonical form. Nothing to
+        # keep: the request's own dict is a Python-level mapping, dearer than this.
+        return peer
     found = request.get(_ADDRESS)
     if found is None:
-        trusted = request.app[CONFIG].current.server.trusted_proxies
-        peer = request.remote
-        if not trusted and peer and ":" not in peer:
-            # The common case, on every /v1 request: no proxy to believe, and an IPv4
-            # peer as the socket reports it is already in canonical form.
-            found = request[_ADDRESS] = peer
-        else:
-            found = request[_ADDRESS] = resolve(peer, request.headers.getall("X-Forwarded-For", ()), trusted)
+        found = request[_ADDRESS] = resolve(peer, request.headers.getall("X-Forwarded-For", ()), trusted)
     return found
 
 

@@ -7,8 +7,6 @@ upstream is asked happens here, in this order.
 
 from __future__ import annotations
 
-from inspect import isawaitable
-
 from aiohttp import web
 
 from ..appkeys import AUTHENTICATOR, LIMITER, METRICS
@@ -18,7 +16,7 @@ from .call import Call
 
 
 async def admit(request: web.Request, call: Call) -> None:
-    app = request.app
+    app = call.app
     snapshot = call.snapshot
     family = call.family
     parsed = call.parsed
@@ -47,7 +45,8 @@ async def admit(request: web.Request, call: Call) -> None:
         hold = limiter.admit(principal, plan, estimated_tokens=prompt_estimate + completion_estimate,
                              estimated_cost=cost_estimate)
         # The in-process limiter answers at once; a shared one (Redis) is a round trip.
-        call.reservation = await hold if isawaitable(hold) else hold
+        # (hasattr, not inspect.isawaitable: that is an ABC check on every request.)
+        call.reservation = await hold if hasattr(hold, "__await__") else hold
     except GatewayError as exc:
         app[METRICS].limiter_rejected(exc.type)
         raise

@@ -39,7 +39,7 @@ def request_id_of(request: web.Request) -> str:
 
 async def handle(request: web.Request, family: Family) -> web.StreamResponse:
     app = request.app
-    call = Call(app, app[CONFIG].current, family, request_id_of(request))
+    call = Call(app, app[CONFIG].current, family, app[REQUEST_IDS].of(request.headers.get("x-request-id")))
     tracer = call.tracer = app[TRACER]
     if tracer is not None:
         return await _traced(request, call, tracer)
@@ -66,6 +66,11 @@ async def _traced(request: web.Request, call: Call, tracer) -> web.StreamRespons
 
 def _note(request: web.Request, call: Call) -> None:
     # The middleware writes the one access line per request; these are the pipeline's fields.
+    # It reads the live snapshot when the request ends, and so does this: with the line off
+    # (the default), nothing is gathered for it.
+    server = call.app[CONFIG].current.server
+    if not server.access_log:
+        return
     parsed = call.parsed
     access_log.note(request, id=call.request_id,
                     model=call.model.name if call.model else (parsed.model if parsed else None),
@@ -73,7 +78,7 @@ def _note(request: web.Request, call: Call) -> None:
     if parsed is not None and call.model is not None and parsed.model != call.model.name:
         # The model that served differs from the one asked for (an alias, a rule, a fallback).
         access_log.note(request, requested_model=parsed.model)
-    if call.snapshot.server.log_format == "json":
+    if server.log_format == "json":
         principal = call.principal
         tokens = call.tokens
         access_log.detail(request, route=call.route,
@@ -141,7 +146,7 @@ async def _answer(request: web.Request, call: Call, tap=None) -> web.StreamRespo
     if family.forward is not None:
         reply = await family.forward(call)
     else:
-        forwarder = request.app[FORWARDER]
+        forwarder = call.app[FORWARDER]
         route = forwarder.router.route(call.snapshot, call.model, route_facts(request, call))
         reply = await forwarder.send(call.snapshot, call.model, call.parsed, call.request_id, family,
                                      chain=route.chain, prompt_tokens=call.prompt_estimate)

@@ -105,7 +105,7 @@ class _OutOfStep(Exception):
 
 class _Connection(asyncio.Protocol):
     __slots__ = ("pool", "target", "transport", "parser", "response", "lost", "reused", "paused",
-                 "reusable", "idle_since", "fd", "writable")
+                 "reusable", "idle_since", "poller", "writable")
 
     def __init__(self, pool: "ConnectionPool", target: Target) -> None:
         self.pool = pool
@@ -118,7 +118,7 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.reusable = True
         self.idle_since = 0.0
-        self.fd = -1
+        self.poller: select.poll | None = None  # this socket alone, registered once: stale() is one call
         self.writable: asyncio.Future | None = None  # set while the socket's send buffer is full
 
     # -- asyncio.Protocol --------------------------------------------------
@@ -126,7 +126,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
-        self.fd = sock.fileno() if sock is not None else -1
+        if sock is not None:
+            self.poller = select.poll()
+            self.poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
 
     def data_received(self, data: bytes) -> None:
         response = self.response
@@ -246,11 +248,8 @@ class _Connection(asyncio.Protocol):
 
     def stale(self) -> bool:
         """Anything to read on an idle connection means it is closed or out of step."""
-        if self.fd < 0:
-            return False
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN | select.POLLPRI)
-        return bool(poller.poll(0))
+        poller = self.poller
+        return poller is not None and bool(poller.poll(0))
 
 
 class Response:
