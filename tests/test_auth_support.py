@@ -10,8 +10,7 @@ import pytest
 from aiohttp import web
 
 from proxy.app import gateway_middleware
-from proxy.appkeys import CLOCK, CONFIG, STORE
-from proxy.appkeys import AUTHENTICATOR, HASHER
+from proxy.appkeys import AUTHENTICATOR, CLOCK, CONFIG, HASHER, STORE
 from proxy.auth import setup as setup_auth
 from proxy.config.snapshot import (
     AdminSettings,
@@ -26,6 +25,8 @@ from proxy.config.snapshot import (
 )
 from proxy.routes import admin_users, auth_routes, keys_routes
 from proxy.store import Database
+
+from .db_access import store_at
 
 ADMIN_KEY = "adm-0123456789abcdef-admin-key"
 PASSWORD = "correct horse battery"
@@ -84,7 +85,7 @@ def build_app(snapshot: Snapshot, clock: FakeClock) -> web.Application:
     app = web.Application(middlewares=[gateway_middleware])
     app[CONFIG] = Holder(snapshot)
     app[CLOCK] = clock
-    app[STORE] = Database(snapshot.database.path)
+    app[STORE] = store_at(snapshot.database.path)
 
     async def store(app: web.Application):
         await app[STORE].open()

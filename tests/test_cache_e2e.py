@@ -8,7 +8,6 @@ The gateway's clock is injected, so TTL expiry is a clock step, not a wait.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import aiohttp
 import openai
@@ -19,6 +18,7 @@ from proxy.appkeys import USAGE
 from proxy.cli.accounts import create_user_and_key
 from proxy.fake_upstream import start_fake_upstream
 
+from .db_access import query_dicts
 from .gateway_harness import GatewayHarness, upstream_entry
 from .redis_server import redis_server, redis_url  # noqa: F401  (fixtures)
 
@@ -85,14 +85,12 @@ async def post(h: GatewayHarness, body: dict, *, key: str | None = None, path: s
 
 
 def other_account(h: GatewayHarness, email: str, plan: str) -> str:
-    return create_user_and_key(h.db_path, email, "correct horse battery", plan, "e2e", bcrypt_rounds=4)[1]
+    return create_user_and_key(h.db_settings, email, "correct horse battery", plan, "e2e", bcrypt_rounds=4)[1]
 
 
 async def usage_rows(h: GatewayHarness) -> list[dict]:
     await h.app[USAGE].flush()
-    with sqlite3.connect(h.db_path) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM usage ORDER BY id")]
+    return query_dicts(h.db_path, "SELECT * FROM usage ORDER BY id")
 
 
 # -- hits and misses ---------------------------------------------------------------

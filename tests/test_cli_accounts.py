@@ -13,8 +13,8 @@ from proxy.auth.keys import parse_key
 from proxy.auth.passwords import Hasher
 from proxy.cli.accounts import create_user_and_key, keys, users
 from proxy.errors import AuthenticationFailed
-from proxy.store import Database
 
+from .db_access import store_at
 from .test_auth_support import PASSWORD, FakeClock, make_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def ok(result):
 
 
 async def authenticate(snapshot, clock, key):
-    db = Database(snapshot.database.path)
+    db = store_at(snapshot.database.path)
     await db.open()
     authenticator = Authenticator(Hasher(), db=db, clock=clock)
     try:

@@ -7,11 +7,20 @@ from aiohttp import web
 
 from proxy.appkeys import CLOCK, CONFIG, LIMITER, STORE
 from proxy.auth.principal import Principal
-from proxy.config.snapshot import (AdminSettings, AuthSettings, DatabaseSettings, HealthSettings,
-                                   PlanConfig, RetrySettings, ServerSettings, Snapshot)
+from proxy.config.snapshot import (
+    AdminSettings,
+    AuthSettings,
+    DatabaseSettings,
+    HealthSettings,
+    PlanConfig,
+    RetrySettings,
+    ServerSettings,
+    Snapshot,
+)
 from proxy.errors import GatewayError, error_response
 from proxy.limits import WindowTotals, setup
-from proxy.store import Database
+
+from .db_access import store_at
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=timezone.utc).timestamp()
 
@@ -64,7 +73,7 @@ def make_app(tmp_path, plan: PlanConfig, loaded: list, totals=()) -> web.Applica
     app[CONFIG] = Holder(snapshot)
 
     async def store(app):
-        db = Database(snapshot.database.path)
+        db = store_at(snapshot.database.path)
         await db.open()
         app[STORE] = db
         yield

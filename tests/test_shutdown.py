@@ -58,7 +58,7 @@ async def _prepare(tmp_path):
                                    server={"metrics": {"access": "open"}})
     from proxy.cli.accounts import create_user_and_key
 
-    harness.user_id, harness.key = create_user_and_key(harness.db_path, "t@example.com", "correct horse battery",
+    harness.user_id, harness.key = create_user_and_key(harness.db_settings, "t@example.com", "correct horse battery",
                                                        "test", "k", bcrypt_rounds=4)
     return fake, harness
 
