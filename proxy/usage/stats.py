@@ -223,12 +223,11 @@ def _key_stats(conn: sqlite3.Connection, user_id: int | None, ids: list[int],
     # One statement for every key's last use, not one per key: each subquery walks
     # the (key_id, ts) index backwards, and the first row of a key is its owner's.
     last_used = f"""
-        SELECT j.value, (SELECT ts FROM usage WHERE {owner}key_id = j.value
-                         ORDER BY ts DESC LIMIT 1)
-        FROM json_each(?) j
+        SELECT k.id, (SELECT ts FROM usage WHERE {owner}key_id = k.id
+                      ORDER BY ts DESC LIMIT 1)
+        FROM api_keys k WHERE k.id IN ({marks})
     """
-    keys_json = "[" + ",".join(str(k) for k in ids) + "]"
-    for key_id, last in conn.execute(last_used, (*owner_args, keys_json)):
+    for key_id, last in conn.execute(last_used, (*owner_args, *ids)):
         result[key_id]["last_used"] = last
     return result
 
