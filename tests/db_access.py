@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from proxy.config.build import DATABASE_URL_ENV
@@ -55,3 +56,26 @@ def execute(path: str, sql: str, args: Sequence[Any] | dict = ()) -> int:
     """One statement in its own transaction; the number of rows it changed."""
     with opened(path) as store:
         return store.write_sync(lambda conn: conn.execute(sql, args).rowcount)
+
+
+def stored_bytes(path: str) -> bytes:
+    """Everything the database holds, to search for what must never be stored: the
+    bytes of the SQLite file and its WAL, or on PostgreSQL every row of every table."""
+    if not on_postgres():
+        return b"".join(p.read_bytes() for p in Path(path).parent.glob(Path(path).name + "*"))
+
+    def dump(conn) -> bytes:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").fetchall()]
+        return b"\n".join(repr(tuple(row)).encode() for table in tables
+                          for row in conn.execute(f'SELECT * FROM "{table}"').fetchall())
+
+    with opened(path) as store:
+        return store.read_sync(dump)
+
+
+def settings_at(path: str, **fields: Any):
+    """The DatabaseSettings of the test's database, for code that opens its own store."""
+    from proxy.config.snapshot import DatabaseSettings
+
+    return DatabaseSettings(path=path, url=os.environ.get(DATABASE_URL_ENV), **fields)

@@ -15,7 +15,6 @@ from proxy.auth import setup as setup_auth
 from proxy.config.snapshot import (
     AdminSettings,
     AuthSettings,
-    DatabaseSettings,
     HealthSettings,
     ModelConfig,
     PlanConfig,
@@ -26,7 +25,7 @@ from proxy.config.snapshot import (
 from proxy.routes import admin_users, auth_routes, keys_routes
 from proxy.store import Database
 
-from .db_access import store_at
+from .db_access import settings_at, store_at
 
 ADMIN_KEY = "adm-0123456789abcdef-admin-key"
 PASSWORD = "correct horse battery"
@@ -64,7 +63,7 @@ def make_snapshot(db_path: str, **auth: Any) -> Snapshot:
                 **auth}
     return Snapshot(
         server=ServerSettings(),
-        database=DatabaseSettings(path=db_path),
+        database=settings_at(db_path),
         admin=AdminSettings(key_env="BLUESMINDS_ADMIN_KEY", key=ADMIN_KEY),
         auth=AuthSettings(**settings),
         health=HealthSettings(),

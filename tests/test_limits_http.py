@@ -10,7 +10,6 @@ from proxy.auth.principal import Principal
 from proxy.config.snapshot import (
     AdminSettings,
     AuthSettings,
-    DatabaseSettings,
     HealthSettings,
     PlanConfig,
     RetrySettings,
@@ -20,7 +19,7 @@ from proxy.config.snapshot import (
 from proxy.errors import GatewayError, error_response
 from proxy.limits import WindowTotals, setup
 
-from .db_access import store_at
+from .db_access import settings_at, store_at
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=timezone.utc).timestamp()
 
@@ -65,7 +64,7 @@ async def completion(request: web.Request) -> web.Response:
 
 def make_app(tmp_path, plan: PlanConfig, loaded: list, totals=()) -> web.Application:
     snapshot = Snapshot(
-        server=ServerSettings(), database=DatabaseSettings(path=str(tmp_path / "bm.db")),
+        server=ServerSettings(), database=settings_at(str(tmp_path / "bm.db")),
         admin=AdminSettings(), auth=AuthSettings(), health=HealthSettings(),
         retry=RetrySettings(), upstreams=(), models={}, plans={"p": plan})
     app = web.Application(middlewares=[errors])
