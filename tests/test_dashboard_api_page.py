@@ -54,7 +54,7 @@ async def test_the_reference_page_lists_post_api_keys_with_its_fields(dash, tmp_
         await expect(route).to_contain_text("Auth: A session")
         fields = route.get_by_role("table", name="Body fields of POST /api/keys")
         names = await fields.locator("tbody tr td:first-child").all_inner_texts()
-        assert names == ["name", "scopes", "models", "limits", "expires_at", "user_id", "email"]
+        assert names == ["name", "scopes", "models", "tags", "limits", "cache", "expires_at", "capture", "user_id", "email"]
         await expect(fields.get_by_role("row", name="name string yes")).to_be_visible()
         errors_table = route.get_by_role("table", name="Errors of POST /api/keys")
         await expect(errors_table.get_by_role("row", name="400 unknown_parameter")).to_be_visible()
