@@ -3,7 +3,6 @@ tests/test_billing_*.py, test_invoices_*.py and test_creem_*.py."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,6 +12,7 @@ from proxy.billing.fake_creem import FakeCreem, start_fake_creem
 from proxy.cli.accounts import create_user_and_key
 from proxy.usage import UsageRecord
 
+from . import db_access
 from .gateway_harness import GatewayHarness, upstream_entry
 
 ADMIN_ENV, ADMIN_KEY = "BM_TEST_BILLING_ADMIN", "admin-key-for-billing-tests"
@@ -64,7 +64,7 @@ async def start_gateway(tmp_path, monkeypatch, upstream_url: str, clock: Clock, 
         admin={"key_env": ADMIN_ENV}, plans=plans or PLANS,
         billing=billing_section(creem.url if creem else None, secret=secret, **(billing or {})), **overrides)
     # The tenant exists from the clock's "now", so it is billed for the months the test uses.
-    harness.user_id, harness.key = create_user_and_key(harness.db_path, "tenant@example.com", PASSWORD,
+    harness.user_id, harness.key = create_user_and_key(harness.db_settings, "tenant@example.com", PASSWORD,
                                                        tenant_plan, "e2e", bcrypt_rounds=4, clock=clock)
     return await harness.start(clock=clock)
 
@@ -74,7 +74,7 @@ async def fake_creem() -> FakeCreem:
 
 
 def add_account(harness: GatewayHarness, email: str, plan: str, clock: Clock) -> int:
-    user_id, _ = create_user_and_key(harness.db_path, email, PASSWORD, plan, "k", bcrypt_rounds=4, clock=clock)
+    user_id, _ = create_user_and_key(harness.db_settings, email, PASSWORD, plan, "k", bcrypt_rounds=4, clock=clock)
     return user_id
 
 
@@ -90,11 +90,7 @@ def admin() -> dict[str, str]:
 
 
 def query(db_path: str, sql: str, args: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(db_path)
-    try:
-        return [tuple(r) for r in conn.execute(sql, args)]
-    finally:
-        conn.close()
+    return db_access.query(db_path, sql, args)
 
 
 def usage_row(at: float, user_id: int, model: str, prompt: int, completion: int, cost_nano: int,

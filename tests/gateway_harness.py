@@ -76,11 +76,14 @@ class GatewayHarness:
 
     @property
     def db_settings(self):
-        """The database section as the gateway reads it: SQLite at db_path, or the
-        PostgreSQL database of this test on the suite's PostgreSQL pass."""
-        from proxy.config.build import load_config
+        """The database the gateway uses: SQLite at db_path, or the PostgreSQL database
+        of this test on the suite's PostgreSQL pass. Built from the database section
+        alone, so it works before the rest of the config can load (secrets not yet set)."""
+        from proxy.config.build import DATABASE_URL_ENV
+        from proxy.config.snapshot import DatabaseSettings
 
-        return load_config(self.config_dir).database
+        url = self.sections["database"].get("url") or os.environ.get(DATABASE_URL_ENV)
+        return DatabaseSettings(path=self.db_path, url=url)
 
     def store(self):
         """A store on the gateway's database, as another process (the CLI) opens it."""

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -53,6 +54,8 @@ class PostgresServer:
             shutil.chown(self.dir, "postgres", "postgres")
         self._names = itertools.count(1)
         self._initialised = False
+        self._cloner: ThreadPoolExecutor | None = None
+        self._ahead: Future | None = None
 
     def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
         prefix = ["runuser", "-u", "postgres", "--"] if self._as_postgres else []
@@ -92,12 +95,24 @@ class PostgresServer:
         store.open_sync()
         store.close_sync()
 
-    def new_database(self) -> str:
+    def _clone(self) -> str:
         name = f"t{os.getpid()}_{next(self._names)}"
         self.sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
         return self.url(name)
 
+    def new_database(self) -> str:
+        """A fresh database, cloned from the template. The clone (~80 ms of copying the
+        catalogs on an idle machine) is made one test ahead on a thread of its own, while
+        the previous test runs, so the suite's second pass does not wait for it."""
+        if self._cloner is None:
+            self._cloner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-clone")
+        url = self._ahead.result() if self._ahead is not None else self._clone()
+        self._ahead = self._cloner.submit(self._clone)
+        return url
+
     def close(self) -> None:
+        if self._cloner is not None:
+            self._cloner.shutdown(wait=True)  # the clone ahead finishes before the server stops
         self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
 

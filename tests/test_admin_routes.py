@@ -25,8 +25,9 @@ from proxy.config.holder import ConfigHolder
 from proxy.fake_upstream import FakeUpstream, start_fake_upstream
 from proxy.routes import admin_routes
 from proxy.routing.health import HealthMonitor
-from proxy.store import Database
 from proxy.upstream.http1 import ConnectionPool
+
+from .db_access import store_at
 
 ADMIN_ENV = "BLUESMINDS_TEST_ADMIN_KEY"
 ADMIN_KEY = "admin-key-for-tests-0123456789"
@@ -72,7 +73,7 @@ def build_app(config_dir: str) -> web.Application:
     app[HEALTH] = health
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        db = Database(snapshot.database.path)
+        db = store_at(snapshot.database.path)
         await db.open()
         app[STORE] = db
         pool = ConnectionPool()

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import aiohttp
 import anthropic
 import orjson
 import pytest
 
-from proxy.fake_upstream import start_fake_upstream
 from proxy.appkeys import USAGE
+from proxy.fake_upstream import start_fake_upstream
 
+from .db_access import execute, query_dicts
 from .gateway_harness import GatewayHarness, upstream_entry
 
 MODELS = {
@@ -53,9 +52,7 @@ async def clients():
 
 async def settled(h: GatewayHarness) -> list[dict]:
     await h.app[USAGE].flush()
-    with sqlite3.connect(h.db_path) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM usage ORDER BY id")]
+    return query_dicts(h.db_path, "SELECT * FROM usage ORDER BY id")
 
 
 async def test_sdk_non_stream_with_x_api_key_sees_the_public_model_and_is_billed_with_the_cache(clients, harness, fake):
@@ -207,8 +204,7 @@ async def test_upstream_garbage_events_pass_through_and_end_with_an_error_event(
 
 
 async def test_a_key_without_the_messages_scope_gets_permission_error(clients, harness):
-    with sqlite3.connect(harness.db_path) as conn:
-        conn.execute("UPDATE api_keys SET scopes = ?", (orjson.dumps(["chat"]).decode(),))
+    execute(harness.db_path, "UPDATE api_keys SET scopes = ?", (orjson.dumps(["chat"]).decode(),))
     app_harness = GatewayHarness(config_dir=harness.config_dir, key=harness.key, sections=harness.sections)
     await harness.stop()
     await app_harness.start()  # a fresh key cache reads the narrowed scopes

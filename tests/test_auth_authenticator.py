@@ -11,8 +11,8 @@ import pytest
 from proxy.auth.keys import KeyLimits, revoke_key
 from proxy.auth.users import update_user
 from proxy.errors import AuthenticationFailed
-from proxy.store import Database
 
+from .db_access import store_at
 from .test_auth_support import ADMIN, ADMIN_KEY, api, build_app, clock, snapshot  # noqa: F401
 
 
@@ -175,7 +175,7 @@ async def test_changes_from_another_process_arrive_with_the_next_poll(api, snaps
     headers, user = await api.user()
     key = await api.create_key(headers)
     await api.authenticate(key["key"])
-    other = Database(snapshot.database.path)  # another process's connection, e.g. the CLI
+    other = store_at(snapshot.database.path)  # another process's connection, e.g. the CLI
     other.open_sync()
     try:
         other.write_sync(lambda conn: revoke_key(conn, key["id"], clock.now))
@@ -235,7 +235,7 @@ async def test_shutdown_flushes_last_used(aiohttp_client, snapshot, clock):
 
     await app[AUTHENTICATOR].authenticate(f"Bearer {created['key']}", snapshot)
     await client.close()
-    db = Database(snapshot.database.path)
+    db = store_at(snapshot.database.path)
     db.open_sync()
     try:
         row = db.read_sync(lambda conn: conn.execute("SELECT last_used_at FROM api_keys").fetchone())

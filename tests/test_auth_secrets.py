@@ -4,8 +4,8 @@ bodies or the database file in plain text."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
+from .db_access import stored_bytes
 from .test_auth_support import ADMIN_KEY, api, bearer, clock, snapshot  # noqa: F401
 
 CANARY_PASSWORD = "canary-PASS-7f3a9q"
@@ -65,10 +65,10 @@ async def test_canaries_stay_secret(api, snapshot, caplog):
         "cookie session token": session["bm_session"].value,
         "admin key": ADMIN_KEY,
     }
-    files = b"".join(p.read_bytes() for p in Path(snapshot.database.path).parent.glob("bluesminds.db*"))
+    files = stored_bytes(snapshot.database.path)
     assert len(files) > 0
     for name, secret in secrets.items():
         assert secret not in caplog.text, f"{name} in logs"
-        assert secret.encode() not in files, f"{name} in the database file"
+        assert secret.encode() not in files, f"{name} in the database"
         for body in bodies:
             assert secret not in body, f"{name} in an error body: {body}"

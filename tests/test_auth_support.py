@@ -10,13 +10,11 @@ import pytest
 from aiohttp import web
 
 from proxy.app import gateway_middleware
-from proxy.appkeys import CLOCK, CONFIG, STORE
-from proxy.appkeys import AUTHENTICATOR, HASHER
+from proxy.appkeys import AUTHENTICATOR, CLOCK, CONFIG, HASHER, STORE
 from proxy.auth import setup as setup_auth
 from proxy.config.snapshot import (
     AdminSettings,
     AuthSettings,
-    DatabaseSettings,
     HealthSettings,
     ModelConfig,
     PlanConfig,
@@ -26,6 +24,8 @@ from proxy.config.snapshot import (
 )
 from proxy.routes import admin_users, auth_routes, keys_routes
 from proxy.store import Database
+
+from .db_access import settings_at, store_at
 
 ADMIN_KEY = "adm-0123456789abcdef-admin-key"
 PASSWORD = "correct horse battery"
@@ -63,7 +63,7 @@ def make_snapshot(db_path: str, **auth: Any) -> Snapshot:
                 **auth}
     return Snapshot(
         server=ServerSettings(),
-        database=DatabaseSettings(path=db_path),
+        database=settings_at(db_path),
         admin=AdminSettings(key_env="BLUESMINDS_ADMIN_KEY", key=ADMIN_KEY),
         auth=AuthSettings(**settings),
         health=HealthSettings(),
@@ -84,7 +84,7 @@ def build_app(snapshot: Snapshot, clock: FakeClock) -> web.Application:
     app = web.Application(middlewares=[gateway_middleware])
     app[CONFIG] = Holder(snapshot)
     app[CLOCK] = clock
-    app[STORE] = Database(snapshot.database.path)
+    app[STORE] = store_at(snapshot.database.path)
 
     async def store(app: web.Application):
         await app[STORE].open()

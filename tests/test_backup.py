@@ -6,10 +6,14 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from proxy.cli import main
 from proxy.store import Database
+
+# `bluesminds backup` copies the SQLite file (PostgreSQL has pg_dump for that).
+pytestmark = pytest.mark.sqlite_only("the SQLite backup CLI")
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,6 @@ The gateway's clock is injected, so TTL expiry is a clock step, not a wait.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import aiohttp
 import openai
@@ -19,6 +18,7 @@ from proxy.appkeys import USAGE
 from proxy.cli.accounts import create_user_and_key
 from proxy.fake_upstream import start_fake_upstream
 
+from .db_access import query_dicts
 from .gateway_harness import GatewayHarness, upstream_entry
 from .redis_server import redis_server, redis_url  # noqa: F401  (fixtures)
 
@@ -28,6 +28,9 @@ PLANS = {
     "cached": {**BIG, "cache": {"enabled": True, "ttl_seconds": "10m", "price_per_hit": "0.0001"}},
     "shared": {**BIG, "cache": {"enabled": True, "shared": True}},
     "optin": {**BIG, "cache": {"enabled": True, "default": False}},
+    # rpm 6 refills a request per 10 s: the Redis limiter runs on Redis's clock, not the
+    # test's, and a bucket of 100000 would be full again between two requests.
+    "cached_rpm6": {**BIG, "rpm": 6, "cache": {"enabled": True, "ttl_seconds": "10m", "price_per_hit": "0.0001"}},
 }
 MODELS = {
     "gpt-4o-mini": {"aliases": ["mini"], "pricing": {"input": 0.15, "output": 0.6}},
@@ -85,14 +88,12 @@ async def post(h: GatewayHarness, body: dict, *, key: str | None = None, path: s
 
 
 def other_account(h: GatewayHarness, email: str, plan: str) -> str:
-    return create_user_and_key(h.db_path, email, "correct horse battery", plan, "e2e", bcrypt_rounds=4)[1]
+    return create_user_and_key(h.db_settings, email, "correct horse battery", plan, "e2e", bcrypt_rounds=4)[1]
 
 
 async def usage_rows(h: GatewayHarness) -> list[dict]:
     await h.app[USAGE].flush()
-    with sqlite3.connect(h.db_path) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM usage ORDER BY id")]
+    return query_dicts(h.db_path, "SELECT * FROM usage ORDER BY id")
 
 
 # -- hits and misses ---------------------------------------------------------------
@@ -393,13 +394,17 @@ async def test_a_bad_cache_header_is_a_400(gw, fake):
 # -- accounting ---------------------------------------------------------------------------
 
 
-async def test_a_hit_is_a_usage_row_with_no_tokens_the_hit_price_and_the_cost_saved(gw, fake, clock):
-    _, first_headers, _ = await post(gw, CHAT)
-    _, hit_headers, _ = await post(gw, CHAT)
+async def test_a_hit_is_a_usage_row_with_no_tokens_the_hit_price_and_the_cost_saved(tmp_path, fake, clock):
+    gw = await _gateway(tmp_path, fake, clock, "cached_rpm6")
+    try:
+        _, first_headers, _ = await post(gw, CHAT)
+        _, hit_headers, _ = await post(gw, CHAT)
+        miss, hit = await usage_rows(gw)
+    finally:
+        await gw.stop()
     # A hit went through admission: it took a request from the rpm bucket.
-    assert int(hit_headers["x-ratelimit-remaining-requests"]) == \
-        int(first_headers["x-ratelimit-remaining-requests"]) - 1
-    miss, hit = await usage_rows(gw)
+    assert int(first_headers["x-ratelimit-remaining-requests"]) == 5
+    assert int(hit_headers["x-ratelimit-remaining-requests"]) == 4
     assert (miss["cache_hit"], miss["prompt_tokens"], miss["completion_tokens"]) == (0, 4, 6)
     assert miss["cost_nano"] == 4 * 150 + 6 * 600 and miss["upstream"] == "u"
     assert hit["cache_hit"] == 1 and hit["status"] == 200 and hit["upstream"] is None

@@ -13,8 +13,8 @@ from proxy.auth.keys import parse_key
 from proxy.auth.passwords import Hasher
 from proxy.cli.accounts import create_user_and_key, keys, users
 from proxy.errors import AuthenticationFailed
-from proxy.store import Database
 
+from .db_access import query, store_at
 from .test_auth_support import PASSWORD, FakeClock, make_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def ok(result):
 
 
 async def authenticate(snapshot, clock, key):
-    db = Database(snapshot.database.path)
+    db = store_at(snapshot.database.path)
     await db.open()
     authenticator = Authenticator(Hasher(), db=db, clock=clock)
     try:
@@ -132,7 +132,7 @@ async def test_keys_revoke_and_rotate(cli, snapshot):
 
 
 async def test_create_user_and_key(tmp_path, snapshot):
-    path = snapshot.database.path
+    path = snapshot.database
     user_id, key = create_user_and_key(path, "Demo@Example.com", "demo", "pro", "demo", bcrypt_rounds=4)
     again, second = create_user_and_key(path, "demo@example.com", "demo", "pro", "demo", bcrypt_rounds=4)
     assert again == user_id and second != key
@@ -152,7 +152,8 @@ def test_with_the_real_config_loader(tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(keys, ["create", "real@example.com", "--config", str(config)])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "data" / "bluesminds.db").exists()
+    # The config's relative path is the database (on the PostgreSQL pass, the test's database).
+    assert query(str(tmp_path / "data" / "bluesminds.db"), "SELECT email FROM users") == [("real@example.com",)]
 
 
 async def test_keys_create_with_user_and_limits_options(cli, snapshot):

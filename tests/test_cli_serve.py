@@ -78,6 +78,7 @@ async def test_a_bind_that_fails_after_the_check_is_the_same_line() -> None:
     assert caught.value.format_message() == busy(port, "--port")[len("Error: "):]
 
 
+@pytest.mark.sqlite_only("an unusable path for the SQLite file; on PostgreSQL the path names only spill files")
 def test_serve_with_an_unusable_database_path_prints_one_line(tmp_path: Path) -> None:
     (tmp_path / "not-a-folder").write_text("")
     db = os.path.join(str(tmp_path), "not-a-folder", "gateway.db")

@@ -11,10 +11,18 @@ import aiohttp
 
 from proxy.billing.fake_creem import checkout_completed, signed
 from proxy.cli.accounts import create_user_and_key
-from proxy.store import Database
 
-from .billing_support import (CREEM_KEY, CREEM_KEY_ENV, CREEM_SECRET, CREEM_SECRET_ENV, PASSWORD, PLANS,
-                              billing_section, query)
+from .billing_support import (
+    CREEM_KEY,
+    CREEM_KEY_ENV,
+    CREEM_SECRET,
+    CREEM_SECRET_ENV,
+    PASSWORD,
+    PLANS,
+    billing_section,
+    query,
+)
+from .db_access import query, store_at
 from .gateway_harness import GatewayHarness, serve_process, upstream_entry
 from .litellm_process import free_port
 
@@ -39,8 +47,8 @@ _KILLING_SERVE = textwrap.dedent("""
 async def test_kill_9_between_commit_and_reply_then_redelivery_credits_once(tmp_path):
     harness = GatewayHarness.write(str(tmp_path / "config"), [upstream_entry("u", "http://127.0.0.1:9")],
                                    plans=PLANS, billing=billing_section("http://127.0.0.1:9"))
-    user_id, _ = create_user_and_key(harness.db_path, "tenant@example.com", PASSWORD, "test", "k", bcrypt_rounds=4)
-    db = Database(harness.db_path)
+    user_id, _ = create_user_and_key(harness.db_settings, "tenant@example.com", PASSWORD, "test", "k", bcrypt_rounds=4)
+    db = store_at(harness.db_path)
     db.open_sync()
     db.write_sync(lambda conn: conn.execute(
         "INSERT INTO billing_orders (id, account_id, plan, product_id, amount_minor, currency, status, created_at) "

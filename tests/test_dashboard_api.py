@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import sqlite3
 
 import aiohttp
 import openai
@@ -18,6 +17,7 @@ from proxy.dashboard.export import PAGE_ROWS, safe
 from proxy.usage import UsageRecord
 from proxy.usage.rollup import write_batch
 
+from .db_access import execute
 from .gateway_harness import GatewayHarness, upstream_entry
 
 PASSWORD = "correct horse battery"
@@ -28,7 +28,7 @@ NOON = 1773576000.0  # 2026-03-15T12:00:00Z
 async def gw(tmp_path, upstreams):
     harness = GatewayHarness.write(str(tmp_path / "config"), [upstream_entry("a", upstreams[0].url)])
     # The account exists from the gateway's "now", so billing counts it in that month.
-    harness.user_id, harness.key = create_user_and_key(harness.db_path, "tenant@example.com", PASSWORD, "test",
+    harness.user_id, harness.key = create_user_and_key(harness.db_settings, "tenant@example.com", PASSWORD, "test",
                                                        "e2e", bcrypt_rounds=4, clock=lambda: NOON)
     await harness.start(clock=lambda: NOON)
     yield harness
@@ -85,7 +85,7 @@ async def test_stats_filtered_by_key_id_count_only_that_key(gw):
 
 
 async def test_stats_key_id_of_another_account_shows_nothing(gw):
-    create_user_and_key(gw.db_path, "someone@example.com", PASSWORD, "test", "theirs", bcrypt_rounds=4)
+    create_user_and_key(gw.db_settings, "someone@example.com", PASSWORD, "test", "theirs", bcrypt_rounds=4)
     await add_usage(gw, usage_rows(2, 2, 5))
     http = await session_for(gw)
     async with http, http.get(gw.url + "/api/usage/stats?key_id=2") as r:
@@ -95,9 +95,8 @@ async def test_stats_key_id_of_another_account_shows_nothing(gw):
 
 
 async def test_admin_stats_by_key_id_across_users(gw):
-    create_user_and_key(gw.db_path, "root@example.com", PASSWORD, "test", "ops", bcrypt_rounds=4)
-    with sqlite3.connect(gw.db_path) as conn:
-        conn.execute("UPDATE users SET role = 'admin' WHERE email = 'root@example.com'")
+    create_user_and_key(gw.db_settings, "root@example.com", PASSWORD, "test", "ops", bcrypt_rounds=4)
+    execute(gw.db_path, "UPDATE users SET role = 'admin' WHERE email = 'root@example.com'")
     await add_usage(gw, usage_rows(1, 1, 3) + usage_rows(1, 1, 2, model="text-embedding-3-small"))
     http = await session_for(gw, "root@example.com")
     async with http:

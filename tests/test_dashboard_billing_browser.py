@@ -11,17 +11,34 @@ the clock moves to 2026-04-10, past March's end and its grace, before anyone log
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 
 import pytest
 
 from proxy.appkeys import USAGE
 
-from .billing_support import (PASSWORD, Clock, add_account, fake_creem, query, start_gateway, ts,
-                              usage_row)
-from .test_dashboard_browser import (CHROMIUM, LAPTOP, PHONE, Recorder, async_playwright, log_in,
-                                     new_page, shoot, table_cells)
+from .billing_support import (
+    PASSWORD,
+    Clock,
+    add_account,
+    fake_creem,
+    query,
+    start_gateway,
+    ts,
+    usage_row,
+)
+from .db_access import execute
+from .test_dashboard_browser import (
+    CHROMIUM,
+    LAPTOP,
+    PHONE,
+    Recorder,
+    async_playwright,
+    log_in,
+    new_page,
+    shoot,
+    table_cells,
+)
 from .test_webhooks_support import Receiver, set_env, webhooks_section
 
 if async_playwright is not None:
@@ -78,8 +95,7 @@ async def gw(tmp_path, monkeypatch, upstreams, creem, receiver):
     harness.clock = clock
     harness.other_id = add_account(harness, "other@example.com", "test", clock)
     admin_id = add_account(harness, "root@example.com", "test", clock)
-    with sqlite3.connect(harness.db_path) as conn:
-        conn.execute("UPDATE users SET role = 'admin' WHERE id = ?", (admin_id,))
+    execute(harness.db_path, "UPDATE users SET role = 'admin' WHERE id = ?", (admin_id,))
     yield harness
     await harness.stop()
 

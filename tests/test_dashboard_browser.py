@@ -12,7 +12,6 @@ import asyncio
 import csv
 import io
 import os
-import sqlite3
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from aiohttp import web
 
 from proxy.cli.accounts import create_user_and_key
 
+from .db_access import execute
 from .gateway_harness import GatewayHarness, upstream_entry
 
 CHROMIUM = "/usr/bin/chromium"
@@ -58,12 +58,11 @@ async def dash(tmp_path, upstreams):
                                     for name, fake in zip("abc", upstreams)],
                                    auth={"signup": "open"})  # the product default is invite-only
     # Both accounts exist from the gateway's "now", so billing counts them in its month.
-    harness.user_id, harness.key = create_user_and_key(harness.db_path, "tenant@example.com", PASSWORD, "test",
+    harness.user_id, harness.key = create_user_and_key(harness.db_settings, "tenant@example.com", PASSWORD, "test",
                                                        "e2e", bcrypt_rounds=4, clock=lambda: BASE_TIME)
-    create_user_and_key(harness.db_path, "root@example.com", PASSWORD, "test", "ops", bcrypt_rounds=4,
+    create_user_and_key(harness.db_settings, "root@example.com", PASSWORD, "test", "ops", bcrypt_rounds=4,
                         clock=lambda: BASE_TIME)
-    with sqlite3.connect(harness.db_path) as conn:
-        conn.execute("UPDATE users SET role = 'admin' WHERE email = 'root@example.com'")
+    execute(harness.db_path, "UPDATE users SET role = 'admin' WHERE email = 'root@example.com'")
     await harness.start(clock=shifted_clock())
     yield harness
     await harness.stop()

@@ -6,7 +6,6 @@ Skipped, with the reason, only when chromium or playwright is missing."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 
 import openai
@@ -15,6 +14,7 @@ import pytest
 from proxy.appkeys import USAGE
 from proxy.cli.accounts import create_user_and_key
 
+from .db_access import query
 from .gateway_harness import GatewayHarness, upstream_entry
 
 CHROMIUM = "/usr/bin/chromium"
@@ -40,7 +40,7 @@ async def dash(tmp_path, upstreams):
     harness = GatewayHarness.write(str(tmp_path / "config"),
                                    [upstream_entry(n, f.url) for n, f in zip("abc", upstreams)],
                                    capture={"plans": ["test"], "redact": [{"pattern": r"sk-canary-[0-9a-f]+"}]})
-    harness.user_id, harness.key = create_user_and_key(harness.db_path, "tenant@example.com", PASSWORD, "test",
+    harness.user_id, harness.key = create_user_and_key(harness.db_settings, "tenant@example.com", PASSWORD, "test",
                                                        "e2e", bcrypt_rounds=4)
     await harness.start()
     yield harness
@@ -82,8 +82,7 @@ async def test_the_logs_page_shows_captured_bodies_and_replays_one(dash):
                 "Replayed: the new request is at the top of the list.")
             deadline = time.monotonic() + 10
             while True:
-                with sqlite3.connect(dash.db_path) as conn:
-                    found = conn.execute("SELECT id, replay_of FROM usage ORDER BY id").fetchall()
+                found = query(dash.db_path, "SELECT id, replay_of FROM usage ORDER BY id")
                 if len(found) == 2 or time.monotonic() > deadline:
                     break
                 await dash.app[USAGE].flush()

@@ -62,7 +62,7 @@ async def test_a_new_family_is_a_description_with_its_own_key_header_and_error_s
                                   error_response=_own_error_shape)
     fake = await start_fake_upstream(name="up")
     harness = GatewayHarness.write(str(tmp_path / "cfg"), [upstream_entry("up", fake.url)])
-    _, key = create_user_and_key(harness.db_path, "t@example.com", "correct horse battery", "test", "e2e",
+    _, key = create_user_and_key(harness.db_settings, "t@example.com", "correct horse battery", "test", "e2e",
                                  bcrypt_rounds=4)
     app = create_app(harness.config_dir)
     app.router.add_routes(routes((vectors,), ("/v9",)))

@@ -20,8 +20,17 @@ from proxy.config.build import load_config
 from proxy.fake_upstream import start_fake_upstream
 from proxy.store import Database
 
-from .billing_support import (Clock, add_account, admin, login, query, start_gateway, ts,
-                              usage_row)
+from .billing_support import (
+    Clock,
+    add_account,
+    admin,
+    login,
+    query,
+    start_gateway,
+    ts,
+    usage_row,
+)
+from .db_access import store_at
 from .gateway_harness import GatewayHarness, upstream_entry
 
 MARCH_10 = ts("2026-03-10T12:00")
@@ -123,7 +132,7 @@ async def test_the_job_in_the_gateway_finalizes_last_month_by_the_injected_clock
     clock = Clock(APRIL_10)
     harness = GatewayHarness.write(str(tmp_path / "c"), [upstream_entry("u", upstream.url)])
     from proxy.cli.accounts import create_user_and_key
-    create_user_and_key(harness.db_path, "early@example.com", "correct horse battery", "test", "k",
+    create_user_and_key(harness.db_settings, "early@example.com", "correct horse battery", "test", "k",
                         bcrypt_rounds=4, clock=lambda: MARCH_10)
     await harness.start(clock=clock)
     try:
@@ -155,12 +164,12 @@ def _accounts(db: Database, n: int, plan: str, created: float) -> list[int]:
 
 async def test_numbers_have_no_gaps_when_generators_race(tmp_path):
     harness, snapshot = _snapshot(tmp_path)
-    db = Database(harness.db_path)
+    db = store_at(harness.db_path)
     await db.open()
     ids = _accounts(db, 40, "basic", MARCH_10)
     march = Month.parse("2026-03")
     # A second writer on the same file, as the CLI beside a running gateway would be.
-    other = Database(harness.db_path)
+    other = store_at(harness.db_path)
     other.open_sync()
     cli_results = []
     thread = threading.Thread(target=lambda: cli_results.append(
@@ -180,7 +189,7 @@ async def test_numbers_have_no_gaps_when_generators_race(tmp_path):
 
 async def test_a_mid_month_plan_change_is_prorated_by_days(tmp_path):
     harness, snapshot = _snapshot(tmp_path)
-    db = Database(harness.db_path)
+    db = store_at(harness.db_path)
     await db.open()
     [account] = _accounts(db, 1, "basic", ts("2026-10-20T00:00"))
     # November has 30 days: basic ($10) for days 1-10, pro ($30) from the 11th, at 15:00.
@@ -198,7 +207,7 @@ async def test_a_mid_month_plan_change_is_prorated_by_days(tmp_path):
 
 async def test_a_plan_changed_by_the_admin_route_is_recorded_for_proration(tmp_path):
     harness, snapshot = _snapshot(tmp_path)
-    db = Database(harness.db_path)
+    db = store_at(harness.db_path)
     await db.open()
     [account] = _accounts(db, 1, "basic", MARCH_10)
     # Any writer that changes users.plan (the admin API, the CLI) is logged by the trigger.
@@ -212,7 +221,7 @@ async def test_a_plan_changed_by_the_admin_route_is_recorded_for_proration(tmp_p
 async def test_late_usage_goes_onto_the_next_invoice_as_an_adjustment(tmp_path):
     from proxy.usage import write_batch
     harness, snapshot = _snapshot(tmp_path)
-    db = Database(harness.db_path)
+    db = store_at(harness.db_path)
     await db.open()
     [account] = _accounts(db, 1, "test", ts("2026-02-01T00:00"))
     await db.write(lambda conn: write_batch(conn, [usage_row(MARCH_10, account, "gpt-4o-mini", 100, 0, 15_000_000)]))
@@ -238,7 +247,7 @@ async def test_late_usage_goes_onto_the_next_invoice_as_an_adjustment(tmp_path):
 
 async def test_a_month_is_draft_until_the_grace_period_ends(tmp_path):
     harness, snapshot = _snapshot(tmp_path)
-    db = Database(harness.db_path)
+    db = store_at(harness.db_path)
     await db.open()
     _accounts(db, 2, "basic", MARCH_10)
     march = Month.parse("2026-03")
@@ -255,7 +264,7 @@ async def test_a_month_is_draft_until_the_grace_period_ends(tmp_path):
 async def test_included_tokens_are_credited_at_the_months_average_price(tmp_path):
     from proxy.usage import write_batch
     harness, snapshot = _snapshot(tmp_path)
-    db = Database(harness.db_path)
+    db = store_at(harness.db_path)
     await db.open()
     [account] = _accounts(db, 1, "pro", ts("2026-02-01T00:00"))  # $30, 1000 tokens included
     await db.write(lambda conn: write_batch(conn, [

@@ -29,7 +29,7 @@ async def test_serve_writes_json_lines_with_the_request_fields_and_no_secret(tmp
     harness = GatewayHarness.write(str(tmp_path / "c"), [upstream_entry("a", fake.url)],
                                    server={"log_format": "json", "log_level": "info"})
     from proxy.cli.accounts import create_user_and_key
-    harness.user_id, harness.key = create_user_and_key(harness.db_path, "t@example.com", "correct horse battery",
+    harness.user_id, harness.key = create_user_and_key(harness.db_settings, "t@example.com", "correct horse battery",
                                                        "test", "k", bcrypt_rounds=4)
     port = free_port()
     proc = await serve_process(harness.config_dir, port)

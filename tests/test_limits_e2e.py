@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import sqlite3
 
 import aiohttp
 import openai
@@ -13,6 +12,7 @@ import pytest
 
 from proxy.appkeys import USAGE
 
+from .db_access import query
 from .gateway_harness import GatewayHarness, upstream_entry
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -135,10 +135,9 @@ async def test_tpm_with_streaming_requests_never_overshoots(tmp_path, upstreams)
         rejected = [b for s, _, b in results if s == 429]
         assert rejected and rejected[0]["error"]["type"] == "tokens"
         await harness.app[USAGE].flush()
-        with sqlite3.connect(harness.db_path) as conn:
-            used = conn.execute("SELECT SUM(total_tokens) FROM usage WHERE status = 200").fetchone()[0]
+        [(used, served)] = query(harness.db_path, "SELECT SUM(total_tokens), COUNT(*) FROM usage WHERE status = 200")
         assert used <= 1000, used  # the clock stands still: capacity is all there is
-        assert ok == conn.execute("SELECT COUNT(*) FROM usage WHERE status = 200").fetchone()[0]
+        assert ok == served
     finally:
         await harness.stop()
 

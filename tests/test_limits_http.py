@@ -7,11 +7,19 @@ from aiohttp import web
 
 from proxy.appkeys import CLOCK, CONFIG, LIMITER, STORE
 from proxy.auth.principal import Principal
-from proxy.config.snapshot import (AdminSettings, AuthSettings, DatabaseSettings, HealthSettings,
-                                   PlanConfig, RetrySettings, ServerSettings, Snapshot)
+from proxy.config.snapshot import (
+    AdminSettings,
+    AuthSettings,
+    HealthSettings,
+    PlanConfig,
+    RetrySettings,
+    ServerSettings,
+    Snapshot,
+)
 from proxy.errors import GatewayError, error_response
 from proxy.limits import WindowTotals, setup
-from proxy.store import Database
+
+from .db_access import settings_at, store_at
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=timezone.utc).timestamp()
 
@@ -56,7 +64,7 @@ async def completion(request: web.Request) -> web.Response:
 
 def make_app(tmp_path, plan: PlanConfig, loaded: list, totals=()) -> web.Application:
     snapshot = Snapshot(
-        server=ServerSettings(), database=DatabaseSettings(path=str(tmp_path / "bm.db")),
+        server=ServerSettings(), database=settings_at(str(tmp_path / "bm.db")),
         admin=AdminSettings(), auth=AuthSettings(), health=HealthSettings(),
         retry=RetrySettings(), upstreams=(), models={}, plans={"p": plan})
     app = web.Application(middlewares=[errors])
@@ -64,7 +72,7 @@ def make_app(tmp_path, plan: PlanConfig, loaded: list, totals=()) -> web.Applica
     app[CONFIG] = Holder(snapshot)
 
     async def store(app):
-        db = Database(snapshot.database.path)
+        db = store_at(snapshot.database.path)
         await db.open()
         app[STORE] = db
         yield

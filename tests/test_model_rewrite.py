@@ -4,18 +4,18 @@ upstream that refuses the model it was sent as the operator's 502."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 import aiohttp
 import openai
 import orjson
 import pytest
 
+from proxy.appkeys import USAGE
 from proxy.fake_upstream import start_fake_upstream
 from proxy.gateway.rewrite import model_rewriter, strip_body, strip_events, tenant_view
-from proxy.appkeys import USAGE
 
 from .canned_upstream import CannedUpstream
+from .db_access import query_dicts
 from .gateway_harness import GatewayHarness, upstream_entry
 
 MODELS = {"gpt-4o-mini": {"upstream_model": "openai/gpt-4o-mini-2024", "pricing": {"input": 0.15, "output": 0.6}}}
@@ -61,9 +61,7 @@ async def harness(tmp_path, fake):
 
 async def settled(h: GatewayHarness) -> list[dict]:
     await h.app[USAGE].flush()
-    with sqlite3.connect(h.db_path) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM usage ORDER BY id")]
+    return query_dicts(h.db_path, "SELECT * FROM usage ORDER BY id")
 
 
 async def test_the_bare_root_serves_the_sdk_like_v1_and_answers_carry_the_public_model(harness, fake):

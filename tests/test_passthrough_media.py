@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import tracemalloc
 
 import aiohttp
 import openai
 import pytest
 
+from proxy.appkeys import USAGE
 from proxy.fake_upstream import start_fake_upstream
 from proxy.fake_upstream.media import speech_bytes
-from proxy.appkeys import USAGE
 
+from .db_access import query_dicts
 from .gateway_harness import GatewayHarness, upstream_entry
 
 MODELS = {
@@ -52,9 +52,7 @@ async def sdk(harness):
 
 async def settled(h: GatewayHarness) -> list[dict]:
     await h.app[USAGE].flush()
-    with sqlite3.connect(h.db_path) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM usage ORDER BY id")]
+    return query_dicts(h.db_path, "SELECT * FROM usage ORDER BY id")
 
 
 def form_head(fields: dict[str, str], filename: str = "a.wav") -> bytes:

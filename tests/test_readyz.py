@@ -9,6 +9,7 @@ import os
 
 import aiohttp
 import orjson
+import pytest
 
 from proxy.appkeys import STORE
 from proxy.fake_upstream import start_fake_upstream
@@ -52,6 +53,7 @@ async def test_a_serving_gateway_is_live_and_ready_without_credentials(tmp_path,
         await harness.stop()
 
 
+@pytest.mark.sqlite_only("deletes the SQLite file under a running gateway")
 async def test_not_ready_while_the_database_refuses_writes(tmp_path, fake):
     harness = await GatewayHarness.write(str(tmp_path / "c"), [upstream_entry("a", fake.url)]).start()
     keep = harness.db_path + ".keep"

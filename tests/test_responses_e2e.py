@@ -152,7 +152,7 @@ async def test_unknown_previous_response_id_is_a_400_never_forwarded(gateway, up
 
 
 def _other_key(gateway) -> str:
-    _, key = create_user_and_key(gateway.db_path, "other@example.com", "correct horse battery", "test", "other",
+    _, key = create_user_and_key(gateway.db_settings, "other@example.com", "correct horse battery", "test", "other",
                                  bcrypt_rounds=4)
     return key
 
@@ -167,7 +167,7 @@ ROUTES = [("GET", ""), ("GET", "/input_items"), ("POST", "/cancel"), ("DELETE", 
 @pytest.mark.parametrize("caller", list(MATRIX))
 async def test_follow_up_authorization_matrix(gateway, caller):
     owner = await client(gateway).responses.create(model="gpt-4o-mini", input="mine", background=True)
-    second = create_user_and_key(gateway.db_path, "tenant@example.com", "x", "test", "second",
+    second = create_user_and_key(gateway.db_settings, "tenant@example.com", "x", "test", "second",
                                  bcrypt_rounds=4)[1] if caller == "owner_second_key" else None
     keys = {"owner": gateway.key, "owner_second_key": second, "other_tenant": _other_key(gateway)
             if caller == "other_tenant" else None, "admin_key": ADMIN_KEY, "anonymous": None}

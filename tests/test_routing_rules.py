@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sqlite3
 import time
 
 import aiohttp
@@ -20,6 +19,7 @@ from proxy.fake_upstream import start_fake_upstream
 from proxy.routing.rules import pick_arm
 
 from .canned_upstream import CannedUpstream
+from .db_access import opened, query
 from .gateway_harness import GatewayHarness, upstream_entry
 
 BAD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bad_configs", "routing")
@@ -47,9 +47,8 @@ async def post(gateway: GatewayHarness, body: bytes, headers: dict[str, str] | N
 
 async def usage_rows(gateway: GatewayHarness) -> list[tuple]:
     await gateway.app[USAGE].flush()
-    with sqlite3.connect(gateway.db_path) as conn:
-        return conn.execute("SELECT requested_model, served_model, upstream, status FROM usage "
-                            "ORDER BY id").fetchall()
+    return query(gateway.db_path, "SELECT requested_model, served_model, upstream, status FROM usage "
+                 "ORDER BY id")
 
 
 @pytest.fixture
@@ -69,10 +68,11 @@ async def start(tmp_path, fakes, *, routing=(), models=None, retry=None, timeout
     harness = GatewayHarness.write(str(tmp_path / "config"), ups, models=models or MODELS, plans=PLANS,
                                    routing=list(routing), **extra)
     if key_tags:
-        harness.user_id, harness.key = create_user_and_key(harness.db_path, "tenant@example.com",
+        harness.user_id, harness.key = create_user_and_key(harness.db_settings, "tenant@example.com",
                                                            "correct horse battery", plan, "e2e", bcrypt_rounds=4)
-        with sqlite3.connect(harness.db_path) as conn:
-            update_key(conn, 1, {"tags": orjson.dumps(sorted(key_tags)).decode()}, time.time())
+        with opened(harness.db_path) as store:
+            store.write_sync(lambda conn: update_key(conn, 1, {"tags": orjson.dumps(sorted(key_tags)).decode()},
+                                                     time.time()))
     return await harness.start(plan=plan)
 
 

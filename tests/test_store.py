@@ -71,6 +71,7 @@ async def test_write_once_that_fails_records_no_key(db):
     assert await db.write_once("evt_1", lambda conn: None) is True
 
 
+@pytest.mark.sqlite_only("deletes the SQLite file under the writer")
 async def test_a_deleted_database_file_refuses_writes_and_says_why(tmp_path, caplog):
     db = Database(str(tmp_path / "store.db"))
     await db.open()
@@ -98,6 +99,7 @@ async def test_a_deleted_database_file_refuses_writes_and_says_why(tmp_path, cap
         assert conn.execute("SELECT group_concat(n) FROM t").fetchone() == ("1",)
 
 
+@pytest.mark.sqlite_only("deletes and restores the SQLite file's inode")
 async def test_writes_resume_when_the_same_file_is_back(db):
     await db.write(lambda conn: conn.execute("CREATE TABLE t (n INTEGER)"))
     keep = db.path + ".keep"
@@ -111,6 +113,7 @@ async def test_writes_resume_when_the_same_file_is_back(db):
     assert await db.read(lambda conn: conn.execute("SELECT group_concat(n) FROM t").fetchone()[0]) == "2"
 
 
+@pytest.mark.sqlite_only("replaces the SQLite file under the writer")
 async def test_a_replaced_database_file_refuses_writes(db):
     os.remove(db.path)
     with sqlite3.connect(db.path) as other:
@@ -120,6 +123,7 @@ async def test_a_replaced_database_file_refuses_writes(db):
     assert db.problem == "the database file was replaced by another file while the gateway was running"
 
 
+@pytest.mark.sqlite_only("SQLite's :memory: database")
 async def test_an_in_memory_database_has_no_file_to_check():
     database = Database(":memory:")
     await database.open()

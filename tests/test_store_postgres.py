@@ -27,6 +27,13 @@ def test_placeholders_are_translated_outside_string_literals_only():
     assert to_postgres("SELECT CAST(x AS INTEGER)") == "SELECT CAST(x AS BIGINT)"
 
 
+def test_sqlites_null_safe_is_with_a_parameter_becomes_is_distinct_from():
+    assert to_postgres("UPDATE s SET r = ? WHERE id IS NOT ? AND r IS NULL") == (
+        "UPDATE s SET r = %s WHERE id IS DISTINCT FROM %s AND r IS NULL")
+    assert to_postgres("SELECT 1 WHERE a IS ? AND b IS NOT NULL") == (
+        "SELECT 1 WHERE a IS NOT DISTINCT FROM %s AND b IS NOT NULL")
+
+
 def _record(ts: float, user_id: int = 1, tokens: int = 10) -> UsageRecord:
     return UsageRecord(ts=ts, request_id=f"r{ts}", user_id=user_id, key_id=None, route="chat",
                        requested_model="m", served_model="m", upstream="a", status=200,

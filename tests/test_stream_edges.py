@@ -4,15 +4,15 @@ odd but valid bodies, and upstream keys that would break a header."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import aiohttp
 import orjson
 import pytest
 
-from proxy.config import ConfigError, load_config
 from proxy.appkeys import USAGE
+from proxy.config import ConfigError, load_config
 
+from .db_access import query
 from .gateway_harness import GatewayHarness, upstream_entry
 
 STREAM = orjson.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
@@ -67,8 +67,7 @@ async def _stream_once(tmp_path, events):
                                     headers=harness.headers(), timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 body = await resp.read()
         await harness.app[USAGE].flush()
-        with sqlite3.connect(harness.db_path) as conn:
-            row = conn.execute("SELECT status, error_type, partial FROM usage").fetchone()
+        [row] = query(harness.db_path, "SELECT status, error_type, partial FROM usage")
         return resp.status, body, row
     finally:
         await harness.stop()

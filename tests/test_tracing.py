@@ -33,7 +33,7 @@ class TracedGateway:
     @classmethod
     async def start(cls, config_dir: str, upstreams) -> "TracedGateway":
         harness = GatewayHarness.write(config_dir, upstreams)
-        harness.user_id, harness.key = create_user_and_key(harness.db_path, "t@example.com", "correct horse battery",
+        harness.user_id, harness.key = create_user_and_key(harness.db_settings, "t@example.com", "correct horse battery",
                                                            "test", "k", bcrypt_rounds=4)
         exporter = InMemorySpanExporter()
         provider = TracerProvider()

@@ -79,6 +79,7 @@ def file_size_limit(limit: int):
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
+@pytest.mark.sqlite_only("fills the SQLite file to SQLITE_FULL")
 async def test_sqlite_full_then_the_spill_holds_every_row_and_the_count_logged_is_exact(db, caplog):
     await fill_the_database(db)
     spill = spill_path_for(db.path)
@@ -203,6 +204,7 @@ async def test_a_crash_after_the_spill_was_written_does_not_write_it_twice(db):
     assert not os.path.exists(spill)
 
 
+@pytest.mark.sqlite_only("deletes the SQLite file under the recorder")
 async def test_a_deleted_database_keeps_rows_in_memory_then_spills_them_at_once(tmp_path, caplog):
     db = Database(str(tmp_path / "usage.db"))
     await db.open()

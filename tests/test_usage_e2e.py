@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import aiohttp
 import openai
 import orjson
 import pytest
 
-from proxy.fake_upstream import start_fake_upstream
 from proxy.appkeys import USAGE
+from proxy.fake_upstream import start_fake_upstream
 
+from .db_access import query_dicts
 from .gateway_harness import GatewayHarness, upstream_entry
 
 
 def rows(harness: GatewayHarness) -> list[dict]:
-    with sqlite3.connect(harness.db_path) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM usage ORDER BY id")]
+    return query_dicts(harness.db_path, "SELECT * FROM usage ORDER BY id")
 
 
 async def settled(harness: GatewayHarness) -> list[dict]:

@@ -13,13 +13,18 @@ from proxy.appkeys import CLOCK, CONFIG, STORE
 from proxy.auth.sessions import insert_session, new_token
 from proxy.auth.users import insert_user
 from proxy.config.snapshot import (
-    AdminSettings, AuthSettings, DatabaseSettings, HealthSettings, RetrySettings, ServerSettings,
+    AdminSettings,
+    AuthSettings,
+    HealthSettings,
+    RetrySettings,
+    ServerSettings,
     Snapshot,
 )
 from proxy.errors import GatewayError, error_response
 from proxy.routes import usage_routes
-from proxy.store import Database
 from proxy.usage import UsageRecord, write_batch
+
+from .db_access import settings_at, store_at
 
 NOW = datetime(2025, 11, 26, 12, 0, tzinfo=timezone.utc).timestamp()
 DAY = 86400.0
@@ -60,10 +65,10 @@ def usage_rows() -> list[UsageRecord]:
 async def client(tmp_path, aiohttp_client):
     path = str(tmp_path / "routes.db")
     snapshot = Snapshot(
-        server=ServerSettings(), database=DatabaseSettings(path=path),
+        server=ServerSettings(), database=settings_at(path),
         admin=AdminSettings(key=ADMIN_KEY), auth=AuthSettings(), health=HealthSettings(),
         retry=RetrySettings(), upstreams=(), models={}, plans={})
-    db = Database(path)
+    db = store_at(path)
     await db.open()
     tokens = {}
 

@@ -5,22 +5,28 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 
 import aiohttp
 
 from proxy.fake_upstream import start_fake_upstream
 
+from .db_access import query
 from .gateway_harness import GatewayHarness, serve_process, upstream_entry
 from .litellm_process import free_port
-from .test_webhooks_support import ADMIN_KEY, ENCRYPTION_KEY, YAML_SECRET, Receiver, verify, webhooks_section
+from .test_webhooks_support import (
+    ADMIN_KEY,
+    ENCRYPTION_KEY,
+    YAML_SECRET,
+    Receiver,
+    verify,
+    webhooks_section,
+)
 
 
 def _delivery_state(db_path: str) -> list[tuple]:
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute("SELECT d.state, ev.type FROM webhook_deliveries d "
-                            "JOIN webhook_events ev ON ev.id = d.event_id").fetchall()
+    return query(db_path, "SELECT d.state, ev.type FROM webhook_deliveries d "
+                          "JOIN webhook_events ev ON ev.id = d.event_id")
 
 
 async def test_kill_9_mid_delivery_then_restart_delivers_the_event(tmp_path):
@@ -33,7 +39,7 @@ async def test_kill_9_mid_delivery_then_restart_delivers_the_event(tmp_path):
                                    admin={"key_env": "BM_TEST_ADMIN_KEY"})
     from proxy.cli.accounts import create_user_and_key
 
-    user_id, _ = create_user_and_key(harness.db_path, "t@example.com", "correct horse battery", "test", "k",
+    user_id, _ = create_user_and_key(harness.db_settings, "t@example.com", "correct horse battery", "test", "k",
                                      bcrypt_rounds=4)
     env = {**os.environ, "BM_TEST_WEBHOOK_KEY": ENCRYPTION_KEY, "BM_TEST_ADMIN_KEY": ADMIN_KEY,
            "BM_TEST_YAML_SECRET": YAML_SECRET}

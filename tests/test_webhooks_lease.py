@@ -8,13 +8,16 @@ import ipaddress
 
 import pytest
 
-from proxy.config.snapshot import WebhookEndpointConfig, WebhookSettings
+from proxy.config.snapshot import (
+    WebhookEndpointConfig,
+    WebhookSettings,
+)
 from proxy.store import open_store
-from proxy.config.snapshot import DatabaseSettings
 from proxy.webhooks.delivery import Deliverer, WebhookClient, claim, release_claims
 from proxy.webhooks.endpoints import sync_config_endpoints
 from proxy.webhooks.outbox import emit
 
+from .db_access import settings_at
 from .test_webhooks_support import Receiver
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
@@ -37,7 +40,7 @@ def _settings(url: str) -> WebhookSettings:
 
 async def test_two_delivery_loops_on_one_database_send_each_event_once(tmp_path, receiver):
     settings = _settings(receiver.url)
-    database = DatabaseSettings(path=str(tmp_path / "gw.db"))
+    database = settings_at(str(tmp_path / "gw.db"))
     # Two stores on one database: what two worker processes hold.
     first, second = open_store(database), open_store(database)
     await first.open()
@@ -71,7 +74,7 @@ async def test_two_delivery_loops_on_one_database_send_each_event_once(tmp_path,
 
 
 async def test_a_claim_left_by_a_killed_worker_is_taken_back_by_its_slots_next_worker(tmp_path):
-    database = DatabaseSettings(path=str(tmp_path / "gw.db"))
+    database = settings_at(str(tmp_path / "gw.db"))
     store = open_store(database)
     await store.open()
     try:

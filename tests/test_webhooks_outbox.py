@@ -9,16 +9,17 @@ import pytest
 from proxy.store import Database
 from proxy.webhooks.outbox import emit
 
+from .db_access import query, store_at
+
 
 async def _db(tmp_path) -> Database:
-    db = Database(str(tmp_path / "gw.db"))
+    db = store_at(str(tmp_path / "gw.db"))
     await db.open()
     return db
 
 
 def _events(path: str) -> list[tuple]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT type, account_id, data, created_at FROM webhook_events ORDER BY created_at").fetchall()
+    return query(path, "SELECT type, account_id, data, created_at FROM webhook_events ORDER BY created_at")
 
 
 async def test_an_event_commits_with_the_change_that_caused_it(tmp_path):

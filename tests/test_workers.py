@@ -9,7 +9,6 @@ import asyncio
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from proxy.cli import main
 from proxy.cli.accounts import create_user_and_key
 from proxy.fake_upstream import start_fake_upstream
 
+from .db_access import query
 from .gateway_harness import GatewayHarness, upstream_entry
 from .redis_server import RedisServer, needs_redis, redis_server  # noqa: F401
 
@@ -203,10 +203,8 @@ def statuses(answers) -> dict[int, int]:
 
 
 def spent_nano(db_path: str, email: str) -> int:
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute(
-            "SELECT COALESCE(SUM(u.cost_nano), 0) FROM usage u JOIN users s ON s.id = u.user_id "
-            "WHERE s.email = ?", (email,)).fetchone()[0]
+    return query(db_path, "SELECT COALESCE(SUM(u.cost_nano), 0) FROM usage u JOIN users s ON s.id = u.user_id "
+                 "WHERE s.email = ?", (email,))[0][0]
 
 
 # -- refusing what cannot be exact ----------------------------------------------------
@@ -401,10 +399,8 @@ async def test_redis_down_fails_quotas_closed_and_an_empty_restart_never_oversho
     finally:
         await fake.stop()
         redis.close()
-    with sqlite3.connect(fleet.harness.db_path) as conn:
-        forwarded = conn.execute(
-            "SELECT COUNT(*) FROM usage u JOIN users s ON s.id = u.user_id "
-            "WHERE s.email = 'daily100@example.com' AND u.status = 200").fetchone()[0]
+    [(forwarded,)] = query(fleet.harness.db_path, "SELECT COUNT(*) FROM usage u JOIN users s ON s.id = u.user_id "
+                           "WHERE s.email = 'daily100@example.com' AND u.status = 200")
     assert forwarded == 100
 
 

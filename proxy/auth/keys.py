@@ -19,7 +19,6 @@ import orjson
 
 from ..config.snapshot import PlanConfig, Snapshot
 from ..errors import Conflict, InvalidRequest, NotFound
-from ..store.errors import IntegrityError
 from ..webhooks.outbox import emit
 from .principal import SCOPES, KeyLimits
 from .tables import record_event
@@ -257,18 +256,17 @@ def _event(key: ApiKey) -> dict[str, Any]:
 def _insert_secret(
     conn: sqlite3.Connection, key_id: int, secret: str, secret_hash: str, now: float
 ) -> str:
-    # 48-bit lookup ids collide about never; if one does, draw another.
+    # 48-bit lookup ids collide about never; if one does, draw another. DO NOTHING rather
+    # than catching the violation: on PostgreSQL a failed statement aborts the transaction.
     for _ in range(5):
         lookup_id = secrets.token_hex(6)
-        try:
-            conn.execute(
-                "INSERT INTO api_key_secrets (key_id, lookup_id, secret_hash, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                (key_id, lookup_id, secret_hash, now),
-            )
-        except IntegrityError:
-            continue
-        return format_key(lookup_id, secret)
+        inserted = conn.execute(
+            "INSERT INTO api_key_secrets (key_id, lookup_id, secret_hash, created_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (lookup_id) DO NOTHING",
+            (key_id, lookup_id, secret_hash, now),
+        ).rowcount
+        if inserted:
+            return format_key(lookup_id, secret)
     raise Conflict("Could not allocate a key id; try again.")
 
 

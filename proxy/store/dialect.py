@@ -7,7 +7,8 @@ per distinct statement (the store caches the result):
     DML  `?` placeholders become `%s`, `:name` ones `%(name)s` (and a literal `%` becomes `%%`) outside
          string literals; LIKE becomes ILIKE (SQLite's LIKE ignores ASCII
          case); scalar MAX(a, b)/MIN(a, b) become GREATEST/LEAST; CAST AS
-         INTEGER becomes BIGINT; date(ts, 'unixepoch') becomes the UTC day.
+         INTEGER becomes BIGINT; date(ts, 'unixepoch') becomes the UTC day;
+         `IS [NOT] ?` becomes IS [NOT] DISTINCT FROM.
     DDL  INTEGER becomes BIGINT (epoch ms and nano-dollar sums exceed 32 bits),
          REAL DOUBLE PRECISION, BLOB BYTEA, an INTEGER PRIMARY KEY an identity
          column, WITHOUT ROWID goes; the usage table is range-partitioned by
@@ -25,6 +26,10 @@ _RANDOM_HEX = re.compile(r"lower\(hex\(randomblob\((\d+)\)\)\)", re.IGNORECASE)
 _CAST_INTEGER = re.compile(r"\bAS\s+INTEGER\s*\)", re.IGNORECASE)
 _CAST_REAL = re.compile(r"\bAS\s+REAL\s*\)", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# SQLite's `a IS ?` / `a IS NOT ?` compare any two values, NULL included; PostgreSQL's IS
+# takes only NULL/TRUE/FALSE, its null-safe comparison is IS [NOT] DISTINCT FROM.
+_IS_NOT_PARAM = re.compile(r"\bIS\s+NOT\s+\?", re.IGNORECASE)
+_IS_PARAM = re.compile(r"\bIS\s+\?", re.IGNORECASE)
 
 # Tables partitioned by month on PostgreSQL, and the epoch-seconds column they split on.
 PARTITIONED = {"usage": "ts"}
@@ -40,6 +45,8 @@ def _pre(sql: str) -> str:
     sql = _DATE_UNIXEPOCH.sub(lambda m: _PG_DAY.format(m.group(1)), sql)
     sql = _RANDOM_HEX.sub(_random_hex, sql)
     sql = _CAST_INTEGER.sub("AS BIGINT)", sql)
+    sql = _IS_NOT_PARAM.sub("IS DISTINCT FROM ?", sql)
+    sql = _IS_PARAM.sub("IS NOT DISTINCT FROM ?", sql)
     return _CAST_REAL.sub("AS DOUBLE PRECISION)", sql)
 
 

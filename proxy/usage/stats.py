@@ -222,13 +222,11 @@ def _key_stats(conn: sqlite3.Connection, user_id: int | None, ids: list[int],
         entry["last_30d"] = {"requests": req30, "tokens": tok30, "cost": cost30}
     # One statement for every key's last use, not one per key: each subquery walks
     # the (key_id, ts) index backwards, and the first row of a key is its owner's.
-    last_used = f"""
-        SELECT j.value, (SELECT ts FROM usage WHERE {owner}key_id = j.value
-                         ORDER BY ts DESC LIMIT 1)
-        FROM json_each(?) j
-    """
-    keys_json = "[" + ",".join(str(k) for k in ids) + "]"
-    for key_id, last in conn.execute(last_used, (*owner_args, keys_json)):
+    # UNION ALL of one-row SELECTs rather than json_each(?), which PostgreSQL lacks for arrays.
+    last_used = " UNION ALL ".join(
+        f"SELECT ?, (SELECT ts FROM usage WHERE {owner}key_id = ? ORDER BY ts DESC LIMIT 1)" for _ in ids)
+    args = [arg for key_id in ids for arg in (key_id, *owner_args, key_id)]
+    for key_id, last in conn.execute(last_used, args):
         result[key_id]["last_used"] = last
     return result
 
