@@ -128,3 +128,21 @@ async def test_not_ready_while_the_redis_limiter_is_down_and_ready_once_it_is_ba
             await harness.stop()
     finally:
         redis.close()
+
+
+@pytest.mark.sqlite_only("deletes the SQLite file under a running gateway")
+async def test_a_key_first_seen_after_the_database_file_is_deleted_gets_503_and_no_empty_file_appears(tmp_path, fake):
+    harness = await GatewayHarness.write(str(tmp_path / "c"), [upstream_entry("a", fake.url)]).start()
+    keep = harness.db_path + ".keep"
+    try:
+        os.link(harness.db_path, keep)
+        os.remove(harness.db_path)  # before any request: the key is in no cache yet
+        statuses = {await chat(harness) for _ in range(3)}
+        # Read by a reader that opened before the deletion, the key still checks out (200);
+        # a reader opened after it refuses (503). Never a 500, never an empty new file.
+        assert statuses <= {200, 503}
+        assert not os.path.exists(harness.db_path)
+    finally:
+        if not os.path.exists(harness.db_path):
+            os.link(keep, harness.db_path)
+        await harness.stop()

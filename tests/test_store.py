@@ -99,6 +99,24 @@ async def test_a_deleted_database_file_refuses_writes_and_says_why(tmp_path, cap
         assert conn.execute("SELECT group_concat(n) FROM t").fetchone() == ("1",)
 
 
+@pytest.mark.sqlite_only("deletes the SQLite file before a reader opens")
+async def test_a_reader_opened_after_the_file_is_deleted_refuses_and_creates_no_empty_file(tmp_path):
+    db = Database(str(tmp_path / "store.db"))
+    await db.open()  # no read yet: every reader connection opens after the deletion
+    await db.write(lambda conn: conn.execute("CREATE TABLE t (n INTEGER)"))
+    keep = db.path + ".keep"
+    os.link(db.path, keep)
+    os.remove(db.path)
+    try:
+        with pytest.raises(StoreUnavailable) as caught:
+            await db.read(lambda conn: conn.execute("SELECT n FROM t").fetchall())
+        assert caught.value.status == 503 and caught.value.code == "store_unavailable"
+        assert db.path not in caught.value.message
+        assert not os.path.exists(db.path)  # an empty database here would hide every table
+    finally:
+        await db.close()
+
+
 @pytest.mark.sqlite_only("deletes and restores the SQLite file's inode")
 async def test_writes_resume_when_the_same_file_is_back(db):
     await db.write(lambda conn: conn.execute("CREATE TABLE t (n INTEGER)"))

@@ -24,6 +24,7 @@ import logging
 import os
 import sqlite3
 import threading
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -37,9 +38,15 @@ T = TypeVar("T")
 log = logging.getLogger("bluesminds.store")
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, *, create: bool = True) -> sqlite3.Connection:
     # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in the writer).
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    if create or not _is_file(path):
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    else:
+        # mode=rw: a reader opened after the file was deleted must fail, not create an
+        # empty database at the path that every later reader would then see.
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=rw"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -178,7 +185,13 @@ class Database:
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self.path)
+            try:
+                conn = _connect(self.path, create=False)
+            except sqlite3.OperationalError:
+                # The file is gone (the writer reports it on its next write): this read
+                # is refused like a write, never answered from an empty new file.
+                raise StoreUnavailable("The gateway cannot read its data right now; the operator has "
+                                       "been alerted. Retry later.", code="store_unavailable") from None
             conn.execute("PRAGMA query_only=ON")
             self._local.conn = conn
             with self._lock:
