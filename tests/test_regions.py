@@ -25,8 +25,11 @@ async def regional(tmp_path, monkeypatch):
     fakes = {name: await start_fake_upstream(name=name) for name in ("eu1", "eu2", "us1")}
     ups = [upstream_entry("eu1", fakes["eu1"].url, region="eu"), upstream_entry("eu2", fakes["eu2"].url, region="eu"),
            upstream_entry("us1", fakes["us1"].url, region="us")]
+    # Ejected stays ejected until the test's own probes readmit it: a cooldown that ran
+    # out during a slow run would put a dead upstream on probation, counted as healthy.
     gateway = await GatewayHarness.write(str(tmp_path / "config"), ups, server={"region": "eu"},
-                                         admin={"key_env": "BM_TEST_ADMIN_KEY"}).start()
+                                         admin={"key_env": "BM_TEST_ADMIN_KEY"},
+                                         health={"interval": "1h", "cooldown": "1h", "max_cooldown": "1h"}).start()
     yield gateway, fakes
     await gateway.stop()
     for fake in fakes.values():
