@@ -16,6 +16,7 @@ from proxy.fake_upstream import CONFIG_KEY
 from proxy.fake_upstream.responses import STORE_KEY
 
 from .gateway_harness import GatewayHarness, upstream_entry
+from .redis_server import needs_redis, redis_server, redis_url  # noqa: F401  (fixtures)
 
 ADMIN_ENV = "BLUESMINDS_TEST_RESPONSES_ADMIN_KEY"
 ADMIN_KEY = "admin-key-for-responses-tests"
@@ -297,3 +298,24 @@ async def test_the_api_v1_prefix_serves_responses_too(gateway):
     api = openai.AsyncOpenAI(base_url=gateway.url + "/api/v1", api_key=gateway.key, max_retries=0)
     made = await api.responses.create(model="gpt-4o-mini", input="hi")
     assert (await api.responses.retrieve(made.id)).id == made.id
+
+
+@needs_redis
+async def test_followups_are_admitted_by_the_shared_limiter_too(tmp_path, upstreams, redis_url):
+    # A follow-up (GET, input_items, DELETE) is its own admission: on the Redis
+    # limiter that is a round trip, awaited like the create's, never a 500.
+    harness = GatewayHarness.write(str(tmp_path / "config"), [upstream_entry("a", upstreams[0].url)],
+                                   models=MODELS, limits={"backend": redis_url})
+    await harness.start()
+    try:
+        sdk = client(harness)
+        created = await sdk.responses.create(model="gpt-4o-mini", input="hi")
+        fetched = await sdk.responses.retrieve(created.id)
+        assert fetched.id == created.id and fetched.model == "gpt-4o-mini"
+        items = await sdk.responses.input_items.list(created.id)
+        assert items.data
+        await sdk.responses.delete(created.id)
+        with pytest.raises(openai.NotFoundError):
+            await sdk.responses.retrieve(created.id)
+    finally:
+        await harness.stop()

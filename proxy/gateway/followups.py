@@ -93,7 +93,8 @@ async def _run(request: web.Request, call: Call, followup: Followup) -> web.Stre
                                code="model_not_allowed")
     limiter = app[LIMITER]
     try:
-        call.reservation = limiter.admit(principal, plan, estimated_tokens=0, estimated_cost=0.0)
+        hold = limiter.admit(principal, plan, estimated_tokens=0, estimated_cost=0.0)
+        call.reservation = await hold if hasattr(hold, "__await__") else hold  # Redis: a round trip
     except GatewayError as exc:
         app[METRICS].limiter_rejected(exc.type)
         raise
