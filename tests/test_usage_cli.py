@@ -11,8 +11,9 @@ from click.testing import CliRunner
 import proxy.auth.tables  # noqa: F401  (registers the users table, for e-mails in the report)
 from proxy.auth.users import insert_user
 from proxy.cli.usage import usage
-from proxy.store import Database
 from proxy.usage import UsageRecord, write_batch
+
+from .db_access import opened
 
 TODAY = datetime(2025, 11, 26, 9, 0, tzinfo=timezone.utc).timestamp()
 DAY = 86400.0
@@ -29,9 +30,6 @@ def row(ts: float, user: int, model: str, tokens: int, cost: float) -> UsageReco
 def config(tmp_path):
     path = tmp_path / "gateway.yaml"
     path.write_text("database:\n  path: usage.db\n")
-    db = Database(str(tmp_path / "usage.db"))
-    db.open_sync()
-
     def seed(conn):
         insert_user(conn, email="ann@example.com", password_hash="unused", plan="free", now=TODAY)
         write_batch(conn, [
@@ -43,8 +41,8 @@ def config(tmp_path):
             row(TODAY, 2, "embed-3", 300, 0.001),
         ])
 
-    db.write_sync(seed)
-    db.close_sync()
+    with opened(str(tmp_path / "usage.db")) as db:
+        db.write_sync(seed)
     return str(path)
 
 
@@ -76,6 +74,7 @@ def test_a_day_without_usage_in_its_month(config):
     assert result.output.splitlines()[-1] == "No usage in this month."
 
 
+@pytest.mark.sqlite_only("a missing SQLite file is reported, not created")
 def test_a_missing_database_is_reported_not_created(tmp_path):
     path = tmp_path / "gateway.yaml"
     path.write_text("database:\n  path: nowhere.db\n")
