@@ -55,9 +55,11 @@ def _test_backend(request, monkeypatch):
         return
     postgres, redis = request.getfixturevalue("_backend_servers")
     redis.flush()
-    monkeypatch.setenv(DATABASE_URL_ENV, postgres.new_database())
+    url = postgres.new_database()
+    monkeypatch.setenv(DATABASE_URL_ENV, url)
     monkeypatch.setenv(LIMITS_BACKEND_ENV, redis.url)
     yield
+    postgres.drop_database(url)
 
 from .gateway_harness import GatewayHarness, upstream_entry
 

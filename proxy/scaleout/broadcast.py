@@ -38,6 +38,7 @@ REDIS_CHANNEL = "bluesminds:admin"
 PG_CHANNEL = "bluesminds_admin"
 SERVER_FIELDS = ("drain", "enabled")  # what a server change carries to other gateways
 PUBLISH_TIMEOUT_S = 3.0
+CLOSE_TIMEOUT_S = 2.0
 FIRST_BACKOFF, MAX_BACKOFF = 0.1, 5.0
 
 Apply = Callable[[dict[str, Any]], Awaitable[None]]
@@ -49,12 +50,13 @@ class RedisChannel:
 
         self._client = aioredis.Redis.from_url(url, socket_connect_timeout=PUBLISH_TIMEOUT_S)
         self.name = f"Redis pub/sub ({REDIS_CHANNEL})"
+        self._pubsub = None
 
     async def publish(self, payload: bytes) -> None:
         await self._client.publish(REDIS_CHANNEL, payload)
 
     async def listen(self, subscribed: Callable[[], None]) -> AsyncIterator[bytes]:
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(REDIS_CHANNEL)
             subscribed()
@@ -62,9 +64,14 @@ class RedisChannel:
                 if message.get("type") == "message":
                     yield message["data"]
         finally:
+            self._pubsub = None
             await pubsub.aclose()
 
     async def close(self) -> None:
+        # redis-py's blocking pub/sub read can swallow a cancellation; closing its
+        # connection is what ends a listener for sure.
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
         await self._client.aclose()
 
 
@@ -108,6 +115,7 @@ class Broadcast:
         self.subscribed = asyncio.Event()  # set while the listener is subscribed
         self.applied = 0  # messages from other gateways applied
         self.published = 0
+        self.stopping = False
 
     async def publish(self, message: dict[str, Any]) -> bool:
         """Send `message` to the other gateways; False (logged) if the backend is out of reach."""
@@ -124,7 +132,7 @@ class Broadcast:
     async def run(self) -> None:
         backoff = FIRST_BACKOFF
         down = False
-        while True:
+        while not self.stopping:
             try:
                 async for payload in self._channel.listen(self._on_subscribed):
                     backoff = FIRST_BACKOFF
@@ -135,6 +143,8 @@ class Broadcast:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any loss of the backend: reconnect
+                if self.stopping:
+                    return
                 if not down:
                     log.error("admin broadcast through %s lost (%s); reconnecting", self._channel.name, exc)
                     down = True
@@ -221,11 +231,19 @@ def setup(app: web.Application, apply: Callable[[web.Application, dict[str, Any]
         app[BROADCAST] = broadcast
         task = asyncio.create_task(broadcast.run(), name="admin-broadcast")
         yield
+        # Cancelling is not enough: redis-py's blocking read can swallow the
+        # cancellation, so the channel is closed under the listener too. Both steps
+        # are bounded: a stuck listener must not hold the gateway's shutdown.
+        broadcast.stopping = True
         task.cancel()
+        await asyncio.sleep(0)  # the cancellation reaches the listener first, if it takes it
         try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        await channel.close()
+            await asyncio.wait_for(channel.close(), CLOSE_TIMEOUT_S)
+        except (TimeoutError, OSError) as exc:
+            log.warning("admin broadcast channel did not close cleanly (%s)", exc or "timed out")
+        await asyncio.wait({task}, timeout=CLOSE_TIMEOUT_S)
+        if not task.done():
+            log.warning("admin broadcast listener did not stop within %.0fs; shutting down without it",
+                        CLOSE_TIMEOUT_S)
 
     app.cleanup_ctx.append(lifecycle)
