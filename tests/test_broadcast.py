@@ -206,3 +206,51 @@ def test_a_message_carries_only_what_another_gateway_may_apply():
         parse(b"{")
     with pytest.raises(ValueError, match="no origin"):
         parse(b'{"action": "reload"}')
+
+
+class _DeafChannel:
+    """A channel whose blocking read swallows cancellation, as redis-py's pub/sub read
+    can: only closing the channel ends its listener."""
+
+    name = "a deaf channel"
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+        self.cancels_swallowed = 0
+
+    async def listen(self, subscribed):
+        subscribed()
+        while not self.closed.is_set():
+            try:
+                await self.closed.wait()
+            except asyncio.CancelledError:
+                self.cancels_swallowed += 1
+        raise ConnectionError("connection closed")
+        yield b""  # an async generator, as the real channels are
+
+    async def close(self) -> None:
+        self.closed.set()
+
+
+async def test_shutdown_ends_a_listener_that_swallows_its_cancellation(monkeypatch):
+    from aiohttp import web
+
+    from proxy.scaleout import broadcast as module
+
+    channel = _DeafChannel()
+    monkeypatch.setattr(module, "channel_for", lambda snapshot: channel)
+    app = web.Application()
+    app[CONFIG] = type("Holder", (), {"current": None})()
+
+    async def apply(app, message):
+        raise AssertionError("nothing is broadcast here")
+
+    module.setup(app, apply)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    listener = app[BROADCAST]
+    await asyncio.wait_for(listener.subscribed.wait(), 5)
+    await asyncio.wait_for(runner.cleanup(), module.CLOSE_TIMEOUT_S + 1)
+    assert channel.cancels_swallowed == 1
+    assert channel.closed.is_set()
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "admin-broadcast"] == []
