@@ -94,6 +94,22 @@ async def test_stats_key_id_of_another_account_shows_nothing(gw):
     assert (body["data"], body["total"]["requests"]) == ([], 0)
 
 
+async def test_an_admin_finds_users_by_any_part_of_their_email_taken_literally(gw):
+    create_user_and_key(gw.db_settings, "root@example.com", PASSWORD, "test", "ops", bcrypt_rounds=4)
+    execute(gw.db_path, "UPDATE users SET role = 'admin' WHERE email = 'root@example.com'")
+    for email in ("a_b@example.com", "axb@example.com"):
+        create_user_and_key(gw.db_settings, email, PASSWORD, "test", "k", bcrypt_rounds=4)
+    http = await session_for(gw, "root@example.com")
+    async with http:
+        for part, expected in (("tenant", ["tenant@example.com"]), ("a_b", ["a_b@example.com"]),
+                               ("EXAMPLE.com", ["tenant@example.com", "root@example.com", "a_b@example.com",
+                                                "axb@example.com"]),
+                               ("nobody", [])):
+            async with http.get(gw.url + "/api/admin/users", params={"email": part}) as r:
+                assert r.status == 200, await r.text()
+                assert [u["email"] for u in (await r.json())["data"]] == expected, part
+
+
 async def test_admin_stats_by_key_id_across_users(gw):
     create_user_and_key(gw.db_settings, "root@example.com", PASSWORD, "test", "ops", bcrypt_rounds=4)
     execute(gw.db_path, "UPDATE users SET role = 'admin' WHERE email = 'root@example.com'")
