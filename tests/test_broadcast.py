@@ -14,8 +14,9 @@ import pytest
 from proxy import server
 from proxy.app import create_app
 from proxy.appkeys import BROADCAST, CONFIG
+from proxy.config.build import DATABASE_URL_ENV, LIMITS_BACKEND_ENV
 from proxy.fake_upstream import start_fake_upstream
-from proxy.scaleout.broadcast import parse, server_change
+from proxy.scaleout.broadcast import Broadcast, RedisChannel, parse, server_change
 
 from .gateway_harness import GatewayHarness, upstream_entry
 from .postgres_server import needs_postgres, postgres_server, postgres_url  # noqa: F401
@@ -159,6 +160,26 @@ async def test_the_listener_resubscribes_by_itself_after_redis_restarts(tmp_path
         redis.close()
 
 
+@needs_redis
+async def test_the_listener_stops_when_cancelled_at_any_point_of_its_subscribe(redis_server):  # noqa: F811
+    # Cancelled after each number of loop turns into its start (connect, handshake,
+    # SUBSCRIBE, listening), the listener ends: a cancel that lands as one of
+    # redis-py's writes completes is not lost, so an app's shutdown never hangs on it.
+    async def ignore(message):
+        raise AssertionError(f"nothing is published here: {message!r}")
+
+    for turns in range(60):
+        channel = RedisChannel(redis_server.url)
+        task = asyncio.create_task(Broadcast(channel, ignore).run())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert task in done, f"still running 10 s after a cancel {turns} loop turns into its start"
+        assert task.cancelled()
+        await channel.close()
+
+
 async def _cleared(gateway: Gateway) -> bool:
     return not gateway.app[BROADCAST].subscribed.is_set()
 
@@ -179,9 +200,11 @@ async def test_two_gateways_sharing_postgres_hear_each_others_admin_actions(
         await west.stop()
 
 
-@pytest.mark.sqlite_only("the suite's PostgreSQL pass shares a database, hence a channel")
 async def test_one_gateway_on_sqlite_and_memory_runs_no_broadcast(tmp_path, monkeypatch, upstreams):
     monkeypatch.setenv(ADMIN_ENV, ADMIN_KEY)
+    # The defaults, whatever the suite's pass names: no shared database, no shared limiter.
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    monkeypatch.delenv(LIMITS_BACKEND_ENV, raising=False)
     harness = two_configs(tmp_path, upstreams)[0]
     gateway = Gateway(harness)
     gateway.runner, port = await server.start(gateway.app, "127.0.0.1", 0)

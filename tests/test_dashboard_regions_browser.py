@@ -5,13 +5,13 @@ untagged (which serves every region), each a real fake upstream on 127.0.0.1."""
 from __future__ import annotations
 
 import os
-import sqlite3
 
 import pytest
 
 from proxy.cli.accounts import create_user_and_key
 from proxy.fake_upstream import start_fake_upstream
 
+from .db_access import execute
 from .gateway_harness import GatewayHarness, upstream_entry
 from .test_dashboard_browser import (
     CHROMIUM,
@@ -40,9 +40,8 @@ async def regional(tmp_path):
     ups = [upstream_entry("eu1", fakes[0].url, region="eu"), upstream_entry("eu2", fakes[1].url, region="eu"),
            upstream_entry("us1", fakes[2].url, region="us"), upstream_entry("any", fakes[3].url)]
     harness = GatewayHarness.write(str(tmp_path / "config"), ups, server={"region": "eu"})
-    create_user_and_key(harness.db_path, "root@example.com", PASSWORD, "test", "ops", bcrypt_rounds=4)
-    with sqlite3.connect(harness.db_path) as conn:
-        conn.execute("UPDATE users SET role = 'admin' WHERE email = 'root@example.com'")
+    create_user_and_key(harness.db_settings, "root@example.com", PASSWORD, "test", "ops", bcrypt_rounds=4)
+    execute(harness.db_path, "UPDATE users SET role = 'admin' WHERE email = 'root@example.com'")
     await harness.start()
     yield harness
     await harness.stop()
@@ -95,9 +94,8 @@ async def test_admin_sees_healthy_and_total_upstreams_per_region_with_the_local_
 
 async def test_a_gateway_without_regions_shows_no_region_table(tmp_path, upstreams, browser):
     harness = GatewayHarness.write(str(tmp_path / "config"), [upstream_entry("a", upstreams[0].url)])
-    create_user_and_key(harness.db_path, "root@example.com", PASSWORD, "test", "ops", bcrypt_rounds=4)
-    with sqlite3.connect(harness.db_path) as conn:
-        conn.execute("UPDATE users SET role = 'admin' WHERE email = 'root@example.com'")
+    create_user_and_key(harness.db_settings, "root@example.com", PASSWORD, "test", "ops", bcrypt_rounds=4)
+    execute(harness.db_path, "UPDATE users SET role = 'admin' WHERE email = 'root@example.com'")
     await harness.start()
     try:
         page = await new_page(browser, harness)

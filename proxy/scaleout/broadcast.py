@@ -44,6 +44,17 @@ FIRST_BACKOFF, MAX_BACKOFF = 0.1, 5.0
 Apply = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+def _stop_if_cancelled() -> None:
+    """Raise the cancellation a library lost on the way. Python 3.11's asyncio.wait_for,
+    which redis-py awaits each write with (its socket_timeout), returns the write's
+    result instead of raising when the cancel lands as the write completes: the
+    listener would go on subscribing and listening, and the app's shutdown, which
+    awaits it, would never end. The task's cancelling() count still says it was asked."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class RedisChannel:
     def __init__(self, url: str) -> None:
         import redis.asyncio as aioredis  # only a gateway with a Redis backend needs it
@@ -133,8 +144,10 @@ class Broadcast:
         backoff = FIRST_BACKOFF
         down = False
         while not self.stopping:
+            _stop_if_cancelled()
             try:
                 async for payload in self._channel.listen(self._on_subscribed):
+                    _stop_if_cancelled()
                     backoff = FIRST_BACKOFF
                     if down:
                         log.warning("admin broadcast through %s is back", self._channel.name)
@@ -153,6 +166,7 @@ class Broadcast:
             backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _on_subscribed(self) -> None:
+        _stop_if_cancelled()  # a cancel that reached the subscribe is not lost in it
         self.subscribed.set()
 
     async def _deliver(self, payload: bytes) -> None:

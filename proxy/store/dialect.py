@@ -8,7 +8,8 @@ per distinct statement (the store caches the result):
          string literals; LIKE becomes ILIKE (SQLite's LIKE ignores ASCII
          case); scalar MAX(a, b)/MIN(a, b) become GREATEST/LEAST; CAST AS
          INTEGER becomes BIGINT; date(ts, 'unixepoch') becomes the UTC day;
-         `IS [NOT] ?` becomes IS [NOT] DISTINCT FROM.
+         `IS [NOT] ?` becomes IS [NOT] DISTINCT FROM; instr(s, sub) becomes
+         strpos(s, sub) (both 1-based, 0 when sub is absent).
     DDL  INTEGER becomes BIGINT (epoch ms and nano-dollar sums exceed 32 bits),
          REAL DOUBLE PRECISION, BLOB BYTEA, an INTEGER PRIMARY KEY an identity
          column, WITHOUT ROWID goes; the usage table is range-partitioned by
@@ -104,6 +105,8 @@ def to_postgres(sql: str) -> str:
             if upper in ("MAX", "MIN") and nxt < n and sql[nxt] == "(":
                 _, comma = _matching_paren(sql, nxt)
                 out.append(("GREATEST" if upper == "MAX" else "LEAST") if comma else word)
+            elif upper == "INSTR" and nxt < n and sql[nxt] == "(":
+                out.append("strpos")
             elif upper == "LIKE" and (i == 0 or not (sql[i - 1].isalnum() or sql[i - 1] == "_")):
                 out.append("ILIKE")
             else:
