@@ -79,3 +79,36 @@ def settings_at(path: str, **fields: Any):
     from proxy.config.snapshot import DatabaseSettings
 
     return DatabaseSettings(path=path, url=os.environ.get(DATABASE_URL_ENV), **fields)
+
+
+def fail_fast_sql() -> str:
+    """Run on a store's writer: a write that finds the database locked fails at once
+    (see WriteBlocker) instead of waiting for the lock."""
+    return "SET lock_timeout = '20ms'" if on_postgres() else "PRAGMA busy_timeout=0"
+
+
+class WriteBlocker:
+    """Another connection holding the lock every usage write needs, until release():
+    the store's writes fail meanwhile (at once after fail_fast_sql()), as they do
+    while another process holds the database."""
+
+    def __init__(self, path: str) -> None:
+        if on_postgres():
+            import psycopg
+
+            self._conn = psycopg.connect(os.environ[DATABASE_URL_ENV])
+            self._conn.execute("LOCK TABLE usage IN ACCESS EXCLUSIVE MODE")
+        else:
+            import sqlite3
+
+            self._conn = sqlite3.connect(path, isolation_level=None)
+            self._conn.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        if on_postgres():
+            self._conn.rollback()
+        else:
+            self._conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self._conn.close()

@@ -20,7 +20,6 @@ from .billing_support import (
     PASSWORD,
     PLANS,
     billing_section,
-    query,
 )
 from .db_access import query, store_at
 from .gateway_harness import GatewayHarness, serve_process, upstream_entry
@@ -32,13 +31,17 @@ from .litellm_process import free_port
 _KILLING_SERVE = textwrap.dedent("""
     import os, signal, sys
     from proxy.store.database import Database
-    original = Database.write_once
-    async def write_once(self, key, fn):
-        ran = await original(self, key, fn)
-        if key.startswith("creem:"):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return ran
-    Database.write_once = write_once
+    def killing(original):
+        async def write_once(self, key, fn):
+            ran = await original(self, key, fn)
+            if key.startswith("creem:"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return ran
+        return write_once
+    Database.write_once = killing(Database.write_once)
+    if os.environ.get("BLUESMINDS_DATABASE_URL"):
+        from proxy.store.postgres import PostgresStore
+        PostgresStore.write_once = killing(PostgresStore.write_once)
     from proxy.cli import main
     main(sys.argv[1:])
 """)

@@ -30,7 +30,7 @@ from .billing_support import (
     ts,
     usage_row,
 )
-from .db_access import store_at
+from .db_access import on_postgres, opened, store_at
 from .gateway_harness import GatewayHarness, upstream_entry
 
 MARCH_10 = ts("2026-03-10T12:00")
@@ -184,6 +184,58 @@ async def test_numbers_have_no_gaps_when_generators_race(tmp_path):
     numbers = query(harness.db_path, "SELECT number FROM invoices ORDER BY number")
     assert [n for (n,) in numbers] == [f"BM-{i:06d}" for i in range(1, 41)]
     assert query(harness.db_path, "SELECT last FROM invoice_numbers") == [(40,)]
+    assert sorted(a for (a,) in query(harness.db_path, "SELECT account_id FROM invoices")) == ids
+
+
+async def test_a_generator_that_waits_for_a_concurrent_one_sees_its_invoices_final(tmp_path):
+    """Two generators on one PostgreSQL database (two workers, or the CLI beside the
+    gateway): the second reaches the database while the first holds its transaction
+    open, and must find the month final once it may go on, not fail on the invoices
+    the first finalized after the second began. (SQLite's writers take turns on the
+    file lock before they read anything: this interleaving cannot happen there.)"""
+    if not on_postgres():
+        pytest.skip("PostgreSQL only: concurrent write transactions")
+    harness, snapshot = _snapshot(tmp_path)
+    first, second = store_at(harness.db_path), store_at(harness.db_path)
+    first.open_sync()
+    await second.open()
+    ids = _accounts(first, 5, "basic", MARCH_10)
+    march = Month.parse("2026-03")
+    generated, release = threading.Event(), threading.Event()
+
+    def first_generator(conn):
+        result = generate(conn, snapshot, march, now=APRIL_10)
+        generated.set()
+        assert release.wait(60)  # commit only once the second generator waits on this one
+        return result
+
+    first_results: list = []
+    thread = threading.Thread(target=lambda: first_results.append(first.write_sync(first_generator)))
+    thread.start()
+    try:
+        assert await asyncio.to_thread(generated.wait, 60)
+        waiting = asyncio.ensure_future(second.write(lambda conn: generate(conn, snapshot, march, now=APRIL_10)))
+        with opened(harness.db_path) as observer:
+            for _ in range(2400):  # until the second generator's transaction waits on a lock the first holds
+                if observer.read_sync(lambda conn: conn.execute(
+                        "SELECT COUNT(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock'").fetchone()[0]):
+                    break
+                assert not waiting.done(), waiting.result()
+                await asyncio.sleep(0.025)
+            else:
+                raise AssertionError("the second generator never waited for the first")
+    finally:
+        release.set()
+        await asyncio.to_thread(thread.join, 60)
+    result = await waiting
+    first.close_sync()
+    await second.close()
+    assert first_results[0].finalized == 5
+    assert (result.finalized, result.unchanged) == (0, 5)
+    numbers = query(harness.db_path, "SELECT number FROM invoices ORDER BY number")
+    assert [n for (n,) in numbers] == [f"BM-{i:06d}" for i in range(1, 6)]
+    assert query(harness.db_path, "SELECT last FROM invoice_numbers") == [(5,)]
     assert sorted(a for (a,) in query(harness.db_path, "SELECT account_id FROM invoices")) == ids
 
 

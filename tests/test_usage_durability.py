@@ -1,8 +1,9 @@
 """Usage rows under disk faults: a full database, a full disk for the spill, a cut
 spill line, a crash between importing the spill and deleting it, a deleted database.
 
-The faults are real: SQLITE_FULL from `PRAGMA max_page_count`, ENOSPC from
-/dev/full, short writes from a file size limit (RLIMIT_FSIZE), an unlinked file.
+The faults are real: SQLITE_FULL from `PRAGMA max_page_count` (on PostgreSQL, a
+lock that another connection holds), ENOSPC from /dev/full, short writes from a
+file size limit (RLIMIT_FSIZE), an unlinked file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from proxy.store import Database
 from proxy.usage import UsageRecord, UsageRecorder
 from proxy.usage.recorder import spill_path_for
 from proxy.usage.spill import append_rows, row_json
+
+from .db_access import WriteBlocker, fail_fast_sql, on_postgres, query, store_at
 
 T0 = 1_764_115_200.0  # 2025-11-26T00:00:00Z
 
@@ -45,6 +48,10 @@ async def no_wait(delay: float) -> None:
 
 
 def request_ids(path: str) -> list[str]:
+    return [r for (r,) in query(path, "SELECT request_id FROM usage ORDER BY id")]
+
+
+def sqlite_ids(path: str) -> list[str]:
     with sqlite3.connect(path) as conn:
         return [r[0] for r in conn.execute("SELECT request_id FROM usage ORDER BY id")]
 
@@ -56,7 +63,7 @@ def spill_ids(path: str) -> list[str]:
 
 @pytest.fixture
 async def db(tmp_path):
-    database = Database(str(tmp_path / "usage.db"))
+    database = store_at(str(tmp_path / "usage.db"))
     await database.open()
     yield database
     await database.close()
@@ -65,6 +72,20 @@ async def db(tmp_path):
 async def fill_the_database(db: Database) -> None:
     """SQLITE_FULL from here on: the file may not grow by a single page."""
     await db.write(lambda conn: conn.execute("PRAGMA max_page_count = 1"))
+
+
+@pytest.fixture
+async def refusing(db):
+    """`db`, where every usage write fails: the SQLite file is full; PostgreSQL's usage
+    table is locked by another connection, and the store does not wait for the lock."""
+    if not on_postgres():
+        await fill_the_database(db)
+        yield db
+        return
+    await db.write(lambda conn: conn.execute(fail_fast_sql()))
+    blocker = WriteBlocker(db.path)
+    yield db
+    blocker.close()
 
 
 @contextlib.contextmanager
@@ -98,8 +119,8 @@ async def test_sqlite_full_then_the_spill_holds_every_row_and_the_count_logged_i
     assert f"1500 usage rows queued; 1500 saved to {spill}, 0 not saved" in errors[0]
 
 
-async def test_a_spill_to_a_full_disk_keeps_the_rows_in_memory_and_says_so(db, caplog):
-    await fill_the_database(db)
+async def test_a_spill_to_a_full_disk_keeps_the_rows_in_memory_and_says_so(refusing, caplog):
+    db = refusing
     spill = spill_path_for(db.path)
     recorder = UsageRecorder(db, settings=settings(), spill_path=spill, drain_timeout=0,
                              sleep=no_wait)
@@ -130,8 +151,8 @@ async def test_a_spill_to_a_full_disk_keeps_the_rows_in_memory_and_says_so(db, c
                for m in (r.getMessage() for r in caplog.records))
 
 
-async def test_a_spill_cut_short_by_a_full_disk_counts_only_the_whole_rows_written(db, caplog):
-    await fill_the_database(db)
+async def test_a_spill_cut_short_by_a_full_disk_counts_only_the_whole_rows_written(refusing, caplog):
+    db = refusing
     spill = spill_path_for(db.path)
     recorder = UsageRecorder(db, settings=settings(), spill_path=spill, drain_timeout=0,
                              sleep=no_wait)
@@ -242,7 +263,7 @@ async def test_a_deleted_database_keeps_rows_in_memory_then_spills_them_at_once(
     await db.close()
     assert spill_ids(spill) == [f"req_{i}" for i in range(10, 25)]
     assert os.path.getsize(db.path + "-wal") == 0  # nothing went into the unlinked inode
-    assert request_ids(keep) == [f"req_{i}" for i in range(10)]
+    assert sqlite_ids(keep) == [f"req_{i}" for i in range(10)]
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("usage batch of 15 rows failed (the database file was deleted" in m for m in errors)
     assert any(f"15 usage rows queued; 15 saved to {spill}, 0 not saved" in m for m in errors)

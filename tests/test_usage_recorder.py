@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 from types import SimpleNamespace
 
 import orjson
@@ -17,11 +16,12 @@ from proxy.config.snapshot import (
     AdminSettings, AuthSettings, DatabaseSettings, HealthSettings, RetrySettings, ServerSettings,
     Snapshot,
 )
-from proxy.store import Database
 from proxy.usage import UsageRecord, UsageRecorder
 from proxy.appkeys import USAGE
 from proxy.usage import setup as usage_setup
 from proxy.usage.recorder import FIRST_BACKOFF, spill_path_for
+
+from .db_access import WriteBlocker, execute, fail_fast_sql, on_postgres, query, settings_at, store_at
 
 T0 = 1_764_115_200.0  # 2025-11-26T00:00:00Z
 
@@ -37,32 +37,36 @@ def rec(i: int, *, user: int = 1, key: int | None = 7, ts: float | None = None, 
     return UsageRecord(**fields)
 
 
-class CountingDatabase(Database):
-    """A real database that also notes each write transaction and wakes waiters."""
+class CountingStore:
+    """The test's real store (tests/db_access.py) that also notes each write
+    transaction and wakes waiters."""
 
     def __init__(self, path: str) -> None:
-        super().__init__(path)
+        self._store = store_at(path)
         self.transactions = 0
         self.committed = asyncio.Event()
 
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
     async def write(self, fn):
         self.transactions += 1
-        result = await super().write(fn)
+        result = await self._store.write(fn)
         self.committed.set()
         return result
 
 
 def count(path: str, sql: str = "SELECT COUNT(*) FROM usage"):
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchone()
-    finally:
-        conn.close()
+    return query(path, sql)[0]
+
+
+def request_ids(path: str) -> list[str]:
+    return [r for (r,) in query(path, "SELECT request_id FROM usage ORDER BY id")]
 
 
 @pytest.fixture
 async def db(tmp_path):
-    database = CountingDatabase(str(tmp_path / "usage.db"))
+    database = CountingStore(str(tmp_path / "usage.db"))
     await database.open()
     yield database
     await database.close()
@@ -73,7 +77,7 @@ def settings(**kw):
     return lambda: value
 
 
-async def next_commit(db: CountingDatabase) -> None:
+async def next_commit(db: CountingStore) -> None:
     db.committed.clear()
     await db.committed.wait()
 
@@ -113,18 +117,63 @@ async def test_a_batch_is_written_after_the_flush_interval(db):
     await recorder.stop()
 
 
+class HeldWrites:
+    """The store, with each write waiting for `release` first; `started` holds the
+    loop time at which each write began."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.release = asyncio.Event()
+        self.started: list[float] = []
+        self.began = asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def write(self, fn):
+        self.started.append(asyncio.get_running_loop().time())
+        self.began.set()
+        await self.release.wait()
+        return await self._store.write(fn)
+
+
+async def test_rows_queued_behind_a_write_longer_than_the_interval_go_at_once_after_it(db):
+    """Rows that arrived while a batch took longer than flush_interval to write have
+    waited an interval already: the next batch takes them when that write ends, not
+    one more interval later (which a hard kill would lose on top)."""
+    interval = 0.5
+    store = HeldWrites(db)
+    recorder = UsageRecorder(store, settings=settings(flush_interval=interval, flush_rows=1000))
+    await recorder.start()
+    loop = asyncio.get_running_loop()
+    recorder.record(rec(0))
+    first = asyncio.ensure_future(recorder.flush())  # the first batch goes at once, and is held
+    await store.began.wait()
+    recorder.record(rec(1))  # queued behind it
+    await asyncio.sleep(store.started[0] + interval - loop.time())  # the write outlasts the interval
+    store.began.clear()
+    released_at = loop.time()
+    store.release.set()
+    await first
+    await asyncio.wait_for(store.began.wait(), interval * 4)
+    assert len(store.started) == 2
+    assert store.started[1] - released_at < interval / 2, store.started[1] - released_at
+    await recorder.flush()
+    assert recorder.batches == 2 and recorder.written == 2
+    await recorder.stop()
+
+
 async def test_a_failed_batch_is_retried_with_backoff_and_not_duplicated(db):
-    # Fail fast instead of waiting out the busy timeout while another connection holds the lock.
-    await db.write(lambda conn: conn.execute("PRAGMA busy_timeout=0"))
+    # Fail fast instead of waiting out the lock timeout while another connection holds the lock.
+    await db.write(lambda conn: conn.execute(fail_fast_sql()))
     db.transactions = 0
-    blocker = sqlite3.connect(db.path, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
+    blocker = WriteBlocker(db.path)
     delays: list[float] = []
 
     async def sleep(delay: float) -> None:
         delays.append(delay)
         if len(delays) == 2:
-            blocker.execute("ROLLBACK")
+            blocker.release()
 
     recorder = UsageRecorder(db, settings=settings(flush_interval=3600), sleep=sleep)
     await recorder.start()
@@ -142,16 +191,22 @@ async def test_a_failed_batch_is_retried_with_backoff_and_not_duplicated(db):
 
 async def test_rows_and_rollups_of_a_batch_commit_or_roll_back_together(db):
     # A trigger makes the rollup step of the first attempt fail after its rows were inserted.
-    setup_conn = sqlite3.connect(db.path, isolation_level=None)
-    setup_conn.execute("CREATE TABLE test_gate (closed INTEGER)")
-    setup_conn.execute("INSERT INTO test_gate VALUES (1)")
-    setup_conn.execute(
-        "CREATE TRIGGER test_refuse BEFORE INSERT ON usage_daily "
-        "WHEN (SELECT closed FROM test_gate) = 1 BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    execute(db.path, "CREATE TABLE test_gate (closed INTEGER)")
+    execute(db.path, "INSERT INTO test_gate VALUES (1)")
+    if on_postgres():
+        execute(db.path, "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                         "IF (SELECT closed FROM test_gate) = 1 THEN "
+                         "RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation'; END IF; "
+                         "RETURN NEW; END $$")
+        execute(db.path, "CREATE TRIGGER test_refuse BEFORE INSERT ON usage_daily "
+                         "FOR EACH ROW EXECUTE FUNCTION test_refuse()")
+    else:
+        execute(db.path, "CREATE TRIGGER test_refuse BEFORE INSERT ON usage_daily "
+                         "WHEN (SELECT closed FROM test_gate) = 1 BEGIN SELECT RAISE(ABORT, 'refused'); END")
 
     async def sleep(delay: float) -> None:
         assert count(db.path) == (0,)  # the failed attempt left no raw rows behind
-        setup_conn.execute("UPDATE test_gate SET closed = 0")
+        execute(db.path, "UPDATE test_gate SET closed = 0")
 
     recorder = UsageRecorder(db, settings=settings(flush_interval=3600), sleep=sleep)
     await recorder.start()
@@ -163,21 +218,19 @@ async def test_rows_and_rollups_of_a_batch_commit_or_roll_back_together(db):
     assert count(db.path) == (50,)
     assert count(db.path, "SELECT SUM(requests) FROM usage_daily") == (50,)
     await recorder.stop()
-    setup_conn.close()
 
 
 async def test_shutdown_of_the_app_flushes_every_row(tmp_path, aiohttp_client):
     path = str(tmp_path / "app.db")
     snapshot = Snapshot(
-        server=ServerSettings(), database=DatabaseSettings(path=path, flush_interval=3600,
-                                                           flush_rows=1_000_000),
+        server=ServerSettings(), database=settings_at(path, flush_interval=3600, flush_rows=1_000_000),
         admin=AdminSettings(), auth=AuthSettings(), health=HealthSettings(), retry=RetrySettings(),
         upstreams=(), models={}, plans={})
     app = web.Application()
     app[CONFIG] = SimpleNamespace(current=snapshot)
 
     async def store(app: web.Application):
-        database = Database(path)
+        database = store_at(path)
         await database.open()
         app[STORE] = database
         yield
@@ -203,9 +256,8 @@ async def test_shutdown_of_the_app_flushes_every_row(tmp_path, aiohttp_client):
 
 
 async def test_rows_that_cannot_be_written_at_shutdown_go_to_the_spill_file_and_back(db):
-    await db.write(lambda conn: conn.execute("PRAGMA busy_timeout=0"))
-    blocker = sqlite3.connect(db.path, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
+    await db.write(lambda conn: conn.execute(fail_fast_sql()))
+    blocker = WriteBlocker(db.path)
     spill = spill_path_for(db.path)
 
     async def no_wait(delay: float) -> None:
@@ -218,7 +270,7 @@ async def test_rows_that_cannot_be_written_at_shutdown_go_to_the_spill_file_and_
         first.record(rec(i))
     await first.stop()
     first.record(rec(5))  # a straggler after shutdown
-    blocker.execute("ROLLBACK")
+    blocker.release()
     blocker.close()
     assert count(db.path) == (0,)
     with open(spill, "rb") as f:
@@ -267,7 +319,7 @@ async def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(db, 
     recorder.record(rec(3))
     await recorder.flush()
     assert recorder.rejected == 2 and recorder.failed_batches == 1
-    assert count(db.path, "SELECT group_concat(request_id) FROM usage") == ("req_0,req_3",)
+    assert request_ids(db.path) == ["req_0", "req_3"]
     assert count(db.path, "SELECT SUM(requests) FROM usage_daily") == (2,)
     with open(rejected, "rb") as f:
         kept = [orjson.loads(line) for line in f]

@@ -112,9 +112,18 @@ def assert_matches(table, groups):
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
+def loaded(tmp_path_factory, request):
     # Read-only for every test but the rebuild one, which must leave equal rollups behind.
-    db = Database(str(tmp_path_factory.mktemp("rollups") / "rollups.db"))
+    # Built once for the module, before any test's own database of the PostgreSQL pass
+    # exists, so on that pass it is a database of its own on the pass's server.
+    path = str(tmp_path_factory.mktemp("rollups") / "rollups.db")
+    servers = request.getfixturevalue("_backend_servers")
+    if servers is None:
+        db = Database(path)
+    else:
+        from proxy.store.postgres import PostgresStore
+
+        db = PostgresStore(servers[0].new_database(), path=path)
     db.open_sync()
     rnd = random.Random(20251126)
     records = random_records(rnd, 20_000)
@@ -232,6 +241,7 @@ async def test_key_stats_all_time_and_last_30_days(loaded):
                           "last_30d": {"requests": 0, "tokens": 0, "cost": 0.0}, "last_used": None}
 
 
+@pytest.mark.sqlite_only("upgrades a SQLite file of a schema older than PostgreSQL support")
 def test_coarser_rollups_are_backfilled_from_existing_daily_rollups(tmp_path):
     import sqlite3
 
@@ -293,6 +303,7 @@ def _insert_as_the_old_schema_did(conn, records) -> None:
                  f"{', '.join(_OLD_SUMS[c] for c in counters)} FROM usage GROUP BY 1, 2, 3, 4")
 
 
+@pytest.mark.sqlite_only("upgrades a SQLite file of a schema older than PostgreSQL support")
 def test_migration_005_turns_float_costs_into_exact_nano_dollars(tmp_path):
     import sqlite3
 

@@ -4,8 +4,9 @@ One invoice per account and UTC month (`UNIQUE (account_id, month)`). Until
 `billing.invoice_grace` after the month ends, generating refreshes a draft;
 after it, generating finalizes: every account's invoice of the month gets the
 next number in the one write transaction that makes it final, so numbers are
-unique and have no gaps however many generators race (the store has one
-writer; the loser finds the invoices final and changes nothing).
+unique and have no gaps however many generators race (they take turns, from
+before their first read: SQLite's writers do on its file lock, PostgreSQL's on
+an advisory lock; the loser finds the invoices final and changes nothing).
 
 Lines, each rounded once, half-up, to the currency's minor unit:
 
@@ -31,6 +32,10 @@ from ..config.snapshot import PlanConfig, Snapshot
 from ..webhooks.outbox import emit
 from .money import minor_to_text, nano_to_minor, nano_to_text
 from .plans import Month, Segment, segments
+
+# PostgreSQL: the advisory lock every generator of every worker and the CLI holds
+# for its whole transaction (proxy/store/postgres.py, PgConnection.take_turn).
+GENERATE_LOCK = 0x626D696E  # "bmin"
 
 # How many finalized months back late usage is looked for. Usage arrives late by
 # minutes (a spill imported at restart), not by seasons.
@@ -204,6 +209,9 @@ class Generated:
 
 def generate(conn: sqlite3.Connection, snapshot: Snapshot, month: Month, *, now: float) -> Generated:
     """Draft or finalize every account's invoice of `month`. Run inside one write transaction."""
+    take_turn = getattr(conn, "take_turn", None)
+    if take_turn is not None:  # SQLite's BEGIN IMMEDIATE has made the writers take turns already
+        take_turn(GENERATE_LOCK)
     final = now >= month.end + snapshot.billing.invoice_grace
     done = {r[0] for r in conn.execute(
         "SELECT account_id FROM invoices WHERE month = ? AND status = 'final'", (str(month),))}

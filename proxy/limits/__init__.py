@@ -111,11 +111,15 @@ def _setup_redis(app: web.Application, settings, load_totals: TotalsLoader | Non
         return await loaded if inspect.isawaitable(loaded) else loaded
 
     flush = app[CONFIG].current.database.flush_interval
+    # Redis's own TIME, unless the app was given a clock (create_app(clock=...)): then
+    # the windows are that clock's, as the in-process limiter's and the usage rows' are.
+    app_clock = app.get(CLOCK, time.time)
+    clock: Callable[[], float] | str | None = None if app_clock is time.time else app_clock
+    if os.environ.get("BLUESMINDS_TEST_REDIS_CLOCK") == "1":
+        clock = "redis-key"  # test hook only: scripts read "now" from Redis, shared by every worker
     limiter = RedisLimiter(
         settings.backend, hold_ttl=settings.hold_ttl, workers=int(os.environ.get(WORKERS_ENV, "1")),
-        load_totals=totals, grace=min(settings.hold_ttl / 3, 1.0) + 2 * flush + 0.25,
-        # Test hook only: scripts read "now" from Redis, shared by every worker.
-        clock="redis-key" if os.environ.get("BLUESMINDS_TEST_REDIS_CLOCK") == "1" else None)
+        load_totals=totals, grace=min(settings.hold_ttl / 3, 1.0) + 2 * flush + 0.25, clock=clock)
     app[LIMITER] = limiter
     app[CONFIG].subscribe(lambda old, new: limiter.forget_plans(new.plans))
 

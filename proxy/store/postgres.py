@@ -171,6 +171,12 @@ class PgConnection:
         pg_schema.ensure_partitions(self, known, "usage", times)
         self.created_partitions |= known - self._store.known_partitions
 
+    def take_turn(self, lock: int) -> None:
+        """Wait for, then hold until this transaction ends, the advisory lock `lock`:
+        transactions that all begin so run one after the other, each reading what the
+        previous one committed, as writers on SQLite's file lock do."""
+        self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+
     def commit(self) -> None:
         self.raw.commit()
 

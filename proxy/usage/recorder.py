@@ -189,23 +189,33 @@ class UsageRecorder:
         loop = asyncio.get_running_loop()
         backoff = FIRST_BACKOFF
         failing_since: float | None = None
+        # When the last batch was taken: every row queued since arrived after it, so a
+        # batch due one interval after that is never later than one interval after the
+        # oldest of them arrived, however long the last write took.
+        taken_at: float | None = None
         while True:
             if not self._pending:
                 if self._stopping:
                     return
                 self._wake.clear()
                 await self._wake.wait()
+                taken_at = None  # the row that woke us has just arrived
                 continue
             settings = self._settings()
             filling = failing_since is None and not self._stopping and not self._waiters
             if filling and len(self._pending) < settings.flush_rows:
-                # Let the batch fill for one interval; a full batch, flush() or
-                # stop() cuts the wait short.
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), settings.flush_interval)
-                except TimeoutError:
-                    pass
+                # Let the batch fill for the rest of the interval; a full batch,
+                # flush() or stop() cuts the wait short.
+                wait = settings.flush_interval
+                if taken_at is not None:
+                    wait -= loop.time() - taken_at
+                if wait > 0:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                    except TimeoutError:
+                        pass
+            taken_at = loop.time()
             count = min(len(self._pending), max(settings.flush_rows, MAX_BATCH_ROWS))
             if self._spilled_rows:
                 count = self._spilled_rows  # the spill file goes in alone, then is deleted
