@@ -30,6 +30,7 @@ import orjson
 from aiohttp import web
 
 from ..appkeys import BROADCAST, CONFIG
+from ..cancel import cancel_and_wait
 from ..store.factory import is_postgres
 
 log = logging.getLogger("bluesminds.broadcast")
@@ -221,11 +222,9 @@ def setup(app: web.Application, apply: Callable[[web.Application, dict[str, Any]
         app[BROADCAST] = broadcast
         task = asyncio.create_task(broadcast.run(), name="admin-broadcast")
         yield
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        # Cancelled again if a Redis call swallowed it (proxy/cancel.py): the listener
+        # would go back to reading and the cleanup would wait for it without end.
+        await cancel_and_wait(task)
         await channel.close()
 
     app.cleanup_ctx.append(lifecycle)
