@@ -1,22 +1,27 @@
 """What only the shared limiter has: the limits config section, hold deadlines
-and their renewal, seeding from the database when Redis is empty, and Redis
-down. The behaviours both backends share are in test_limits_limiter.py."""
+and their renewal, seeding from the database when Redis is empty, Redis down,
+and a clock injected into the app driving it. The behaviours both backends
+share are in test_limits_limiter.py."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import datetime, timezone
 
+import aiohttp
 import pytest
 
+from proxy.appkeys import LIMITER
 from proxy.auth.principal import Principal
-from proxy.config.build import load_config
+from proxy.config.build import LIMITS_BACKEND_ENV, load_config
 from proxy.config.source import ConfigError
 from proxy.config.snapshot import PlanConfig
 from proxy.errors import LimitsUnavailable, QuotaExceeded, RateLimited
 from proxy.limits import WindowTotals
 from proxy.limits.redis_backend import RedisLimiter
 
+from .gateway_harness import GatewayHarness, upstream_entry
 from .redis_server import RedisServer, needs_redis, redis_server, redis_url  # noqa: F401
 
 T0 = datetime(2026, 11, 26, 12, tzinfo=timezone.utc).timestamp()
@@ -40,7 +45,9 @@ def write_config(tmp_path, limits: str) -> str:
 # -- config ------------------------------------------------------------------------
 
 
-def test_limits_default_to_memory_with_a_30s_hold(tmp_path):
+def test_limits_default_to_memory_with_a_30s_hold(tmp_path, monkeypatch):
+    # The default of a config that names no backend, not the suite's Redis pass.
+    monkeypatch.delenv(LIMITS_BACKEND_ENV, raising=False)
     limits = load_config(write_config(tmp_path, "")).limits
     assert (limits.backend, limits.hold_ttl, limits.shared) == ("memory", 30.0, False)
 
@@ -186,6 +193,31 @@ async def test_a_redis_that_lost_its_data_is_reseeded_with_the_holds_in_flight(m
     assert admitted == 4
 
 
+@needs_redis
+async def test_close_ends_the_renewal_even_if_a_redis_call_swallowed_the_cancel(make):
+    # Python 3.11's wait_for, which redis-py bounds each send with, loses a cancellation
+    # that arrives as the send completes (CPython gh-86296): close must still return.
+    limiter = await make(hold_ttl=0.3)
+    entered = asyncio.Event()
+    sent = asyncio.get_running_loop().create_future()
+
+    async def renew():
+        entered.set()
+        await asyncio.wait_for(sent, 10)
+
+    limiter.renew = renew
+    await entered.wait()
+    sent.set_result(None)  # completes in the same iteration as close's cancel
+    closing = asyncio.create_task(limiter.close())
+    # Waited for without cancelling it: a cancel from here would end the renewal itself.
+    done, _ = await asyncio.wait({closing}, timeout=10)
+    if not done:
+        for task in limiter._tasks:  # noqa: SLF001 - leave no renewal behind
+            task.cancel()
+    assert closing in done, "close() waited for a renewal loop that never ended"
+    await closing
+
+
 # -- Redis down ------------------------------------------------------------------------------
 
 
@@ -224,3 +256,41 @@ async def test_redis_down_fails_quotas_closed_shares_rpm_and_recovers(tmp_path):
     finally:
         server.close()
     assert os.path.isdir(server.dir) is False
+
+
+# -- the app's clock -------------------------------------------------------------------------
+
+
+@needs_redis
+async def test_a_clock_injected_into_the_app_drives_the_shared_limiter(tmp_path, redis_url, fake):
+    # Windows and refills follow the clock the usage rows are stamped with, as the
+    # in-process limiter's do; only the wall clock is left to Redis's TIME.
+    clock = Clock()
+    harness = GatewayHarness.write(
+        str(tmp_path / "config"), [upstream_entry("a", fake.url)], limits={"backend": redis_url},
+        plans={"one": {"rpm": 1, "requests_per_day": 2, "models": "*"}}, auth={"default_plan": "one"})
+    await harness.start(plan="one", clock=clock)
+    try:
+        assert isinstance(harness.app[LIMITER], RedisLimiter)
+        chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+        async def one() -> tuple[int, dict]:
+            async with aiohttp.ClientSession() as session:
+                async with session.post(harness.url + "/v1/chat/completions", json=chat,
+                                        headers=harness.headers()) as resp:
+                    return resp.status, await resp.json()
+
+        assert (await one())[0] == 200
+        assert (await one())[0] == 429  # the clock stands still: no refill
+        clock.now += 60  # a minute by the app's clock refills the one request
+        assert (await one())[0] == 200
+        clock.now += 60
+        status, body = await one()
+        assert status == 429
+        assert body["error"]["message"].startswith(
+            "Daily request quota reached for this account: limit 2, used 2. "
+            "It resets at 2026-11-27 00:00 UTC (in 11h58m0s)")
+        clock.now += 12 * 3600  # the next day by the app's clock
+        assert (await one())[0] == 200
+    finally:
+        await harness.stop()

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from proxy.cli import main
 from proxy.cli.accounts import create_user_and_key
+from proxy.config.build import LIMITS_BACKEND_ENV
 from proxy.fake_upstream import start_fake_upstream
 
 from .db_access import query
@@ -68,7 +69,7 @@ class Fleet:
     def key_for(self, plan: str) -> str:
         if plan not in self.keys:
             _, self.keys[plan] = create_user_and_key(
-                self.harness.db_path, f"{plan}@example.com", "correct horse battery", plan, plan,
+                self.harness.db_settings, f"{plan}@example.com", "correct horse battery", plan, plan,
                 bcrypt_rounds=4)
         return self.keys[plan]
 
@@ -210,7 +211,9 @@ def spent_nano(db_path: str, email: str) -> int:
 # -- refusing what cannot be exact ----------------------------------------------------
 
 
-def test_more_than_one_worker_needs_the_shared_limiter(tmp_path):
+def test_more_than_one_worker_needs_the_shared_limiter(tmp_path, monkeypatch):
+    # The default backend, memory: not the Redis the suite's PostgreSQL pass names.
+    monkeypatch.delenv(LIMITS_BACKEND_ENV, raising=False)
     harness = GatewayHarness.write(str(tmp_path / "config"), [upstream_entry("a", "http://127.0.0.1:9")])
     result = CliRunner().invoke(main, ["serve", "--config", harness.config_dir, "--workers", "4"])
     assert result.exit_code == 1, result.output

@@ -111,15 +111,10 @@ def _setup_redis(app: web.Application, settings, load_totals: TotalsLoader | Non
         return await loaded if inspect.isawaitable(loaded) else loaded
 
     flush = app[CONFIG].current.database.flush_interval
-    # Redis's own TIME, unless the app was given a clock (create_app(clock=...)): then
-    # the windows are that clock's, as the in-process limiter's and the usage rows' are.
-    app_clock = app.get(CLOCK, time.time)
-    clock: Callable[[], float] | str | None = None if app_clock is time.time else app_clock
-    if os.environ.get("BLUESMINDS_TEST_REDIS_CLOCK") == "1":
-        clock = "redis-key"  # test hook only: scripts read "now" from Redis, shared by every worker
     limiter = RedisLimiter(
         settings.backend, hold_ttl=settings.hold_ttl, workers=int(os.environ.get(WORKERS_ENV, "1")),
-        load_totals=totals, grace=min(settings.hold_ttl / 3, 1.0) + 2 * flush + 0.25, clock=clock)
+        load_totals=totals, grace=min(settings.hold_ttl / 3, 1.0) + 2 * flush + 0.25,
+        clock=_redis_clock(app.get(CLOCK, time.time)))
     app[LIMITER] = limiter
     app[CONFIG].subscribe(lambda old, new: limiter.forget_plans(new.plans))
 
@@ -131,3 +126,14 @@ def _setup_redis(app: web.Application, settings, load_totals: TotalsLoader | Non
         await limiter.close()
 
     app.cleanup_ctx.append(lifecycle)
+
+
+def _redis_clock(app_clock):
+    """The wall clock leaves "now" to Redis's `TIME`, shared by every worker. A clock
+    injected into the app (tests) drives the scripts too, so windows, refills and the
+    usage rows it stamps agree as with the in-process limiter. Test hook only:
+    BLUESMINDS_TEST_REDIS_CLOCK=1 makes the scripts read "now" from a Redis key,
+    which moves the clock of several processes at once."""
+    if os.environ.get("BLUESMINDS_TEST_REDIS_CLOCK") == "1":
+        return "redis-key"
+    return None if app_clock is time.time else app_clock

@@ -43,6 +43,7 @@ from datetime import date
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from ..auth.principal import Principal
+from ..cancel import cancel_and_wait
 from ..config.snapshot import PlanConfig
 from ..errors import LimitsUnavailable, QuotaExceeded, RateLimited
 from . import redis_scripts
@@ -145,6 +146,7 @@ class RedisLimiter:
         self._scripts: dict[str, Any] = {}
         self._state = "starting"  # up | down | restoring
         self._restoring: asyncio.Task | None = None
+        self._closing = False
         self._was_up = False
         self._on_state = on_state
         self.fail_closed = 0  # requests refused because quotas could not be checked
@@ -182,13 +184,14 @@ class RedisLimiter:
         self._tasks.append(asyncio.create_task(self._renew_forever(), name="limiter-renew"))
 
     async def close(self) -> None:
-        for task in self._tasks:
+        self._closing = True  # no reconnect or restore starts from here on
+        tasks = [*self._tasks, *([self._restoring] if self._restoring else [])]
+        for task in tasks:
             task.cancel()
-        if self._restoring is not None:
-            self._restoring.cancel()
-        for task in [*self._tasks, *([self._restoring] if self._restoring else [])]:
-            with contextlib.suppress(asyncio.CancelledError, *_REDIS_ERRORS):
-                await task
+        for task in tasks:
+            # Cancelled again if a Redis call swallowed it (proxy/cancel.py).
+            with contextlib.suppress(*_REDIS_ERRORS):
+                await cancel_and_wait(task)
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         if self._client is not None:
@@ -207,7 +210,7 @@ class RedisLimiter:
                       "budget are refused with 503 until it is back; rpm/tpm limits fall back "
                       "to this worker's share (1/%d)", self.url, exc, self.workers)
             self._set_state("down")
-            if self._restoring is None or self._restoring.done():
+            if not self._closing and (self._restoring is None or self._restoring.done()):
                 self._restoring = asyncio.create_task(self._reconnect(), name="limiter-reconnect")
 
     async def _reconnect(self) -> None:
@@ -228,7 +231,7 @@ class RedisLimiter:
         if self._state == "up":
             log.error("the shared limiter at %s lost its data; restoring quotas from the "
                       "database, and refusing requests with a quota meanwhile", self.url)
-        if self._restoring is None or self._restoring.done():
+        if not self._closing and (self._restoring is None or self._restoring.done()):
             self._set_state("restoring")
             self._restoring = asyncio.create_task(self._restore_or_retry(),
                                                   name="limiter-restore")
