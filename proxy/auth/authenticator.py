@@ -335,7 +335,13 @@ class Authenticator:
             self._task = None
         for check in list(self._inflight.values()):
             check.task.cancel()
-        await self.flush_last_used()
+        pending = len(self._last_used)
+        try:
+            await self.flush_last_used()
+        except Exception as exc:  # noqa: BLE001 - a lost database must not stop the shutdown
+            # Last-used times are a hint for the dashboard, not an account: the
+            # gateway stops without them rather than fail its shutdown.
+            log.warning("the last-used times of %d API keys were not saved at shutdown: %s", pending, exc)
 
     async def _run(self) -> None:
         since_flush = 0.0
