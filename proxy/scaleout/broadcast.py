@@ -30,7 +30,6 @@ import orjson
 from aiohttp import web
 
 from ..appkeys import BROADCAST, CONFIG
-from ..cancel import cancel_and_wait
 from ..store.factory import is_postgres
 
 log = logging.getLogger("bluesminds.broadcast")
